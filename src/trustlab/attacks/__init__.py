@@ -1,0 +1,1 @@
+"""Shared attacks (one file per topic; import from the submodules)."""

@@ -1,0 +1,274 @@
+"""The ``trustlab`` command line (typer). Commands are thin: parse, build the config, call the library.
+
+Examples:
+    trustlab list
+    trustlab run nadafd --scale smoke --set rounds=5 --seed 1
+    trustlab reproduce --all --scale default
+    trustlab report runs/nadafd/default-*/
+    trustlab env
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from trustlab.errors import UserError
+
+app = typer.Typer(
+    name="trustlab",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Ten research systems on trustworthy and efficient ML, reproduced against their baselines.",
+)
+
+#: Extra commands contributed by systems, imported only when invoked: name -> ("module:typer_app", help).
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "protect": ("trustlab.systems.pca.cli:app", "Protect images against latent-diffusion editing (PCA)."),
+}
+
+ScaleOpt = Annotated[str, typer.Option("--scale", help="smoke | default | paper")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the config's)")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _setup(progress: bool | None = None) -> None:
+    from trustlab.utils.logging import setup_logging
+    from trustlab.utils.progress import set_progress
+
+    setup_logging()
+    if progress is not None:
+        set_progress(progress)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List the systems and whether each is built in this installation.
+
+    Example: trustlab list
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from trustlab.registry import SYSTEMS, available_systems
+
+    built = set(available_systems())
+    table = Table("system", "title", "paper", "status")
+    for name in SYSTEMS.names():
+        if name in built:
+            spec = SYSTEMS.get(name)
+            table.add_row(name, spec.title, spec.paper, spec.status)
+        else:
+            table.add_row(name, "", "", "not built yet")
+    Console().print(table)
+
+
+@app.command()
+def run(
+    system: Annotated[str, typer.Argument(help="System name, see `trustlab list`.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML config file.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. --set rounds=10 (repeatable).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Run a single seed.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Run seeds 0..N-1.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/SYSTEM/SCALE-HASH).")] = None,
+    scale: ScaleOpt = "default",
+    device: DeviceOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Run one system and write results.json, metrics.csv, plots and report.md.
+
+    Re-running with the same config and --out resumes an interrupted run.
+
+    Example: trustlab run nadafd --scale smoke --set rounds=5 --seed 1
+    """
+    from trustlab.runner import run_system
+
+    _setup(progress)
+    seed_list = [seed] if seed is not None else (list(range(seeds)) if seeds is not None else None)
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds} must be >= 1", "pass --seeds 3")
+    record, out_dir = run_system(system, scale, config, set_ or [], seed_list, out, device)
+    _print_outcome(record, out_dir)
+
+
+def _print_outcome(record, out_dir: Path) -> None:  # noqa: ANN001
+    from rich.console import Console
+
+    from trustlab.reporting.record import summary_table
+
+    con = Console()
+    con.print(summary_table(record.summary))
+    for c in record.claims:
+        con.print(f"[{'green' if c['holds'] else 'red'}]{'HOLDS' if c['holds'] else 'FAILS'}[/] {c['id']}: {c['text']}")
+    con.print(f"results: {out_dir / 'results.json'}\nreport:  {out_dir / 'report.md'}")
+
+
+@app.command()
+def reproduce(
+    system: Annotated[str | None, typer.Argument(help="System to reproduce (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Reproduce every built system.")] = False,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds 0..N-1 (default: the config's).")] = None,
+    scale: ScaleOpt = "default",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the runs.")] = Path("runs/reproduce"),
+    publish: Annotated[bool, typer.Option("--publish", help="Copy results to results/ and regenerate the READMEs.")] = False,
+    device: DeviceOpt = None,
+    progress: ProgressOpt = True,
+) -> None:
+    """Reproduce a system's paper comparison (or all of them) and merge the runs into one report.
+
+    Example: trustlab reproduce nadafd --seeds 3 ; trustlab reproduce --all --scale default
+    """
+    from trustlab.registry import SYSTEMS, available_systems
+    from trustlab.reporting.merge import merge_report, update_readmes
+    from trustlab.runner import run_system
+
+    _setup(progress)
+    if all_ == (system is not None):
+        raise UserError("give either a SYSTEM or --all", "e.g. trustlab reproduce nadafd, or trustlab reproduce --all")
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds {seeds} must be >= 1", "pass --seeds 3")
+    names = available_systems() if all_ else [SYSTEMS.resolve_name(system)]
+    if not names:
+        typer.echo("no system is built yet in this version: nothing to reproduce (see `trustlab list`)")
+        return
+    seed_list = list(range(seeds)) if seeds is not None else None
+    done, failed = [], []
+    for name in names:
+        typer.echo(f"== {name} ({scale}) ==", err=True)
+        try:
+            record, out_dir = run_system(name, scale, None, [], seed_list, out / name, device)
+        except UserError:
+            raise
+        except Exception as exc:  # keep going with the other systems; report at the end
+            import traceback
+
+            traceback.print_exc()
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+            continue
+        done.append(out_dir)
+        _print_outcome(record, out_dir)
+        if publish:
+            dest = Path("results") / name
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(out_dir / "results.json", dest / "results.json")
+    if done:
+        report = merge_report(done, out)
+        typer.echo(f"report: {report}")
+    if publish and done:
+        for p in update_readmes():
+            typer.echo(f"updated {p}")
+    if failed:
+        typer.echo("failed systems:\n  " + "\n  ".join(failed), err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path] | None, typer.Argument(help="Run folders or results.json files.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md (default: first run's parent).")] = None,
+    readme: Annotated[bool, typer.Option("--readme", help="Regenerate README tables from results/.")] = False,
+) -> None:
+    """Merge runs into a markdown table + plot, or regenerate the README tables from results/.
+
+    Example: trustlab report runs/nadafd/default-*/ --out runs/report ; trustlab report --readme
+    """
+    from trustlab.reporting.merge import merge_report, update_readmes
+
+    if readme:
+        for p in update_readmes():
+            typer.echo(f"updated {p}")
+        if not run_dirs:
+            return
+    if not run_dirs:
+        raise UserError("no run folder given", "pass one or more run folders, e.g. trustlab report runs/nadafd/*")
+    dest = out or run_dirs[0].resolve().parent
+    path = merge_report(list(run_dirs), dest)
+    typer.echo(path.read_text())
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Describe the environment: versions, device, optional extras and data packages.
+
+    Example: trustlab env --json
+    """
+    import importlib.util
+
+    from trustlab.registry import available_systems
+    from trustlab.utils.env import env_info, git_hash
+
+    info = env_info()
+    info["git"] = git_hash()
+    info["extras"] = {
+        m: importlib.util.find_spec(m) is not None
+        for m in ["flwr", "fairlearn", "transformers", "diffusers", "torch_geometric", "hqq", "optimum.quanto",
+                  "pyscipopt", "sksurv", "lifelines", "art", "torchmetrics"]
+    }
+    info["systems_built"] = available_systems()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        typer.echo(f"{k:>14}: {v}")
+
+
+def _add_extra_commands() -> None:
+    for name, (target, help_text) in EXTRA_COMMANDS.items():
+
+        def forward(ctx: typer.Context, _target: str = target, _name: str = name) -> None:
+            module, _, attr = _target.partition(":")
+            try:
+                sub = getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                raise UserError(f"command {_name!r} is not available in this version", "see trustlab --help") from exc
+            sub(args=list(ctx.args), prog_name=f"trustlab {_name}", standalone_mode=False)
+
+        app.command(
+            name,
+            help=help_text,
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+            add_help_option=False,
+        )(forward)
+
+
+_add_extra_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: user errors print one line and exit 2; no traceback."""
+    try:
+        app(args=argv, prog_name="trustlab", standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except click.exceptions.NoArgsIsHelpError as exc:  # pragma: no cover - depends on click version
+        exc.show()
+        return 0
+    except click.ClickException as exc:
+        msg = exc.format_message().replace("\n", " ")
+        hint = " (see --help)" if isinstance(exc, click.UsageError) else ""
+        print(f"error: {msg}{hint}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; finished units are saved, run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

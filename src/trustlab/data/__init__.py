@@ -1,0 +1,1 @@
+"""Shared data (one file per topic; import from the submodules)."""

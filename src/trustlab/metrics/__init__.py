@@ -1,0 +1,1 @@
+"""Shared metrics (one file per topic; import from the submodules)."""

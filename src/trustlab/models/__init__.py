@@ -1,0 +1,1 @@
+"""Shared models (one file per topic; import from the submodules)."""

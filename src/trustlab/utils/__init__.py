@@ -1,0 +1,1 @@
+"""Shared utilities: seeding, safe I/O, logging, progress bars, devices, environment."""
