@@ -65,7 +65,11 @@ def list_cmd() -> None:
     table = Table("system", "title", "paper", "status")
     for name in SYSTEMS.names():
         if name in built:
-            spec = SYSTEMS.get(name)
+            try:
+                spec = SYSTEMS.get(name)
+            except Exception as exc:  # a broken system must not hide the others
+                table.add_row(name, "", "", f"cannot load: {type(exc).__name__}: {exc}")
+                continue
             table.add_row(name, spec.title, spec.paper, spec.status)
         else:
             table.add_row(name, "", "", "not built yet")
@@ -90,6 +94,9 @@ def run(
 
     Example: trustlab run nadafd --scale smoke --set rounds=5 --seed 1
     """
+    from trustlab.registry import SYSTEMS
+
+    SYSTEMS.resolve_name(system)  # fail fast (before importing torch) on an unknown name
     from trustlab.runner import run_system
 
     _setup(progress)

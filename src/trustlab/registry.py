@@ -57,7 +57,7 @@ class Registry:
         for alt in (name.replace("_", "-"), name.replace("-", "_")):
             if alt in self._targets:
                 return alt
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.6)
         fix = (
             f"did you mean {' or '.join(repr(c) for c in close)}?"
             if close
