@@ -1,0 +1,243 @@
+"""UAD-AT: component maths, baselines, data loaders, ART AutoAttack on our model, and the smoke run."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trustlab.data.images import (
+    find_fashion_mnist,
+    load_cifar10,
+    load_digits_images,
+    load_fashion_mnist,
+    read_idx,
+)
+from trustlab.errors import UserError
+from trustlab.models.resnet import PreActResNet
+from trustlab.models.small_cnn import SmallCNN
+from trustlab.systems.uadat.baselines import MART, TRADES, mart_loss, trades_loss
+from trustlab.systems.uadat.config import Config
+from trustlab.systems.uadat.method import (
+    UADAT,
+    channel_stats,
+    gaussian_w2,
+    gradient_alignment_loss,
+    nearest_reference_index,
+    refined_reference,
+    uncertainty_resample,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = SmallCNN(width=4, hidden=16)
+    x = torch.rand(12, 1, 28, 28)
+    y = torch.arange(12) % 10
+    return model, x, y
+
+
+# -- gradient alignment -------------------------------------------------------------------------------
+def test_gradient_alignment_zero_when_domains_coincide(tiny):
+    g = torch.randn(5, 1, 28, 28)
+    assert float(gradient_alignment_loss(g, g)) == pytest.approx(0.0, abs=1e-6)
+    assert float(gradient_alignment_loss(g, -g)) == pytest.approx(2.0, abs=1e-6)
+    model, x, y = tiny
+    model.train()
+    # x_adv == x, no resampling, own reference: IGA, feature W2 and the matching KL all vanish
+    t = {k: v.detach() for k, v in
+         UADAT(eps=0.1, steps=1, uncertainty=False, reference=False).terms(model, x, y, x.clone()).items()}
+    assert float(t["iga"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(t["w2"]) == pytest.approx(0.0, abs=1e-8)
+    assert float(t["match"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(t["total"]) == pytest.approx(float(t["ce"]), rel=1e-5)
+    t2 = UADAT(eps=0.1, steps=1, uncertainty=False).terms(model, x, y, (x + 0.05).clamp(0, 1))
+    assert float(t2["iga"].detach()) > 1e-3
+
+
+def test_all_components_off_is_exactly_trades(tiny):
+    model, x, y = tiny
+    model.train()
+    x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    m = UADAT(eps=0.1, steps=1, beta=6.0, uncertainty=False, reference=False, d2d=False, iga=False)
+    ours = m.terms(model, x, y, x_adv)["total"]
+    ref = trades_loss(model(x), model(x_adv), y, 6.0)
+    assert float(ours) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_uncertainty_resampling_hits_drawn_statistics():
+    torch.manual_seed(1)
+    z = torch.randn(8, 3, 5, 5) * 2 + 1
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    zt = uncertainty_resample(z, g1)
+    # redraw the same noise to get the target statistics
+    mu, sig = channel_stats(z)
+    s_mu, s_sig = (mu.var(0, keepdim=True) + 1e-6).sqrt(), (sig.var(0, keepdim=True) + 1e-6).sqrt()
+    mu_t = mu + torch.randn(mu.shape, generator=g2) * s_mu
+    sig_t = sig + torch.randn(sig.shape, generator=g2) * s_sig
+    mu_o, sig_o = channel_stats(zt, eps=0.0)
+    assert torch.allclose(mu_o, mu_t, atol=1e-5)
+    assert torch.allclose(sig_o, sig_t.abs(), atol=1e-3)
+    assert not torch.allclose(zt, z)
+
+
+def test_reference_refinement_avoids_misclassified_clean_examples():
+    mu = torch.tensor([[0.0], [1.0], [5.0], [1.1], [9.0]])
+    sig = torch.ones(5, 1)
+    y = torch.tensor([0, 0, 0, 1, 2])
+    correct = torch.tensor([True, False, True, True, False])
+    idx = nearest_reference_index(mu, sig, y, correct)
+    # 1 is wrong -> nearest correct same-class sample is 0 (not 3: other class); 4 has none -> -1
+    assert idx.tolist() == [0, 0, 2, 3, -1]
+    p = F.softmax(torch.randn(5, 3), 1)
+    ref = refined_reference(p, torch.tensor([0, 0, 0, 1, 2]), idx, smoothing=0.1)
+    assert torch.allclose(ref[1], p[0]) and torch.allclose(ref[0], p[0])
+    assert torch.allclose(ref[4], torch.tensor([0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3]))
+    assert torch.allclose(ref.sum(1), torch.ones(5))
+
+
+def test_w2_is_zero_iff_equal_and_validation():
+    mu, sig = torch.rand(4, 3), torch.rand(4, 3) + 0.1
+    assert float(gaussian_w2(mu, sig, mu, sig)) == 0.0
+    assert float(gaussian_w2(mu, sig, mu + 1, sig)) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        UADAT(p=1.5)
+    with pytest.raises(ValueError):
+        UADAT.without("nothing")
+    assert UADAT.without("iga").iga is False
+
+
+def test_baseline_losses_hand_values():
+    lc = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    la = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    y = torch.tensor([0, 1])
+    pc, pa = F.softmax(lc, 1), F.softmax(la, 1)
+    kl = (pc * (pc.log() - pa.log())).sum(1)
+    assert float(trades_loss(lc, la, y, 6.0)) == pytest.approx(float(F.cross_entropy(lc, y) + 6 * kl.mean()), rel=1e-5)
+    other = torch.tensor([1, 2])  # most likely wrong class under p_adv
+    bce = -pa[[0, 1], y].log() - (1.0001 - pa[[0, 1], other]).log()
+    mart = bce.mean() + 6 * (kl * (1.0000001 - pc[[0, 1], y])).mean()
+    assert float(mart_loss(lc, la, y, 6.0)) == pytest.approx(float(mart), rel=1e-4)
+
+
+def test_training_losses_are_finite_and_backpropagate(tiny):
+    model, x, y = tiny
+    model.train()
+    for m in (TRADES(0.1, 1), MART(0.1, 1), UADAT(0.1, 1, p=1.0)):
+        model.zero_grad()
+        loss = m.loss(model, x, y, torch.Generator().manual_seed(0))
+        loss.backward()
+        assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    r = PreActResNet(1, 10, blocks=(1, 1), widths=(4, 8))
+    r.train()
+    assert torch.isfinite(UADAT(0.1, 1, p=1.0).loss(r, x, y))
+
+
+# -- ART AutoAttack on our model ----------------------------------------------------------------------
+def test_art_autoattack_runs_on_our_model(tiny):
+    pytest.importorskip("art")
+    from trustlab.metrics.classification import correct_mask
+    from trustlab.systems.uadat.evaluation import AAConfig, art_autoattack, art_pgd_accuracy
+
+    model, x, y = tiny
+    model.eval()
+    out = art_autoattack(model, x, y, AAConfig(eps=0.1, apgd_iters=3, square_queries=5, batch_size=16))
+    assert 0.0 <= out["acc"] <= 1.0 and len(out["robust"]) == len(y) and len(out["best_attacks"]) == len(y)
+    assert out["max_linf"] <= 0.1 + 1e-5
+    clean = correct_mask(model, x, y)
+    assert all(c or not r for c, r in zip(clean.tolist(), out["robust"], strict=True))  # robust => clean-correct
+    acc = art_pgd_accuracy(model, x, y, eps=0.1, alpha=0.025, steps=3)
+    assert 0.0 <= acc <= float(clean.float().mean())
+
+
+# -- data ---------------------------------------------------------------------------------------------
+def _write_idx(path, arr: np.ndarray) -> None:
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_idx_reader_and_fashion_loader_on_fake_folder(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (6, 28, 28))
+    labels = np.arange(6) % 10
+    for _split, (a, b) in {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}.items():
+        _write_idx(tmp_path / a, imgs)
+        _write_idx(tmp_path / b, labels)
+    d = load_fashion_mnist("test", tmp_path)
+    assert d.x.shape == (6, 1, 28, 28) and d.x.max() <= 1.0 and d.y.tolist() == labels.tolist()
+    assert np.array_equal(read_idx(tmp_path / "train-labels-idx1-ubyte.gz"), labels)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + b"\x00" * 8))
+    with pytest.raises(UserError):
+        read_idx(tmp_path / "bad.gz")
+    with pytest.raises(UserError):
+        load_fashion_mnist("valid", tmp_path)
+
+
+def test_real_fashion_mnist_when_installed():
+    if find_fashion_mnist() is None:
+        pytest.skip("Debian package dataset-fashion-mnist not installed (digits fallback tested separately)")
+    d = load_fashion_mnist("test")
+    assert d.x.shape == (10000, 1, 28, 28) and torch.bincount(d.y).tolist() == [1000] * 10
+
+
+def test_digits_fallback(monkeypatch):
+    import trustlab.systems.uadat.data as data_mod
+
+    monkeypatch.setattr(data_mod, "find_fashion_mnist", lambda: None)
+    cfg = Config(n_train=100, n_test=50)
+    splits = data_mod.load_splits(cfg)
+    assert splits.train.card.name == "sklearn-digits" and splits.train.x.shape[1:] == (1, 28, 28)
+    assert len(splits.train) == 100 and len(splits.test) == 50 and any("fell back" in n for n in splits.notes)
+    assert load_digits_images(28).x.max() <= 1.0
+    cfg.fallback_to_digits = False
+    with pytest.raises(UserError):
+        data_mod.load_splits(cfg)
+
+
+def test_cifar10_folder_loader_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}
+        (tmp_path / name).write_bytes(pickle.dumps(batch, protocol=2))
+    d = load_cifar10(tmp_path, "train")
+    assert d.x.shape == (20, 3, 32, 32) and d.y.tolist()[:4] == [0, 1, 2, 9]
+    with pytest.raises(UserError, match="does not exist"):
+        load_cifar10(tmp_path / "nope")
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": print}))  # a global that is refused
+    with pytest.raises(UserError, match="not a CIFAR-10"):
+        load_cifar10(tmp_path, "test")
+
+
+def test_config_validation():
+    with pytest.raises(UserError):
+        Config(methods=["uadat", "bogus"]).validate()
+    with pytest.raises(UserError):
+        Config(dataset="cifar10").validate()
+    for scale in ("smoke", "default", "paper"):
+        Config.for_scale(scale).validate()
+
+
+# -- the smoke-scale run ------------------------------------------------------------------------------
+def test_smoke_run_orders_adversarial_training_above_standard(tmp_path):
+    from trustlab.runner import run_system
+
+    rec, out = run_system("uadat", "smoke", out=tmp_path, seeds=[0], device="cpu")
+    assert (out / "results.json").is_file()
+    methods = {s["method"] for s in rec.summary}
+    assert {"standard", "pgd_at", "trades", "uadat"} <= methods
+    for m in methods:
+        for k in ("nat_acc", "pgd_acc", "aa_acc"):
+            assert 0.0 <= rec.mean(m, k) <= 1.0
+        assert rec.mean(m, "aa_acc") <= rec.mean(m, "pgd_acc_aa_subset") + 1e-9 + 0.1
+    # the paper's (and every AT paper's) basic ordering: adversarial training is more robust than ERM
+    assert rec.mean("pgd_at", "pgd_acc") > rec.mean("standard", "pgd_acc")
+    assert rec.mean("uadat", "pgd_acc") > rec.mean("standard", "pgd_acc")
+    ids = {c["id"] for c in rec.claims}
+    assert {"C1", "C2", "X1", "X2", "X3"} <= ids
