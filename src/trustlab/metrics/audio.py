@@ -1,0 +1,137 @@
+"""Speech-separation metrics: SI-SNR, SDR, their improvements, and permutation-invariant training.
+
+Definitions follow Le Roux et al., *SDR - half-baked or well done?* (ICASSP 2019) for SI-SNR
+(= SI-SDR) and the plain SNR-style SDR used by Conv-TasNet (Luo & Mesgarani, TASLP 2019, "SDRi"
+without the BSS-Eval distortion filter). Both are cross-checked against ``torchmetrics`` in
+``tests/metrics/test_audio.py``.
+
+All functions take tensors of shape ``[..., time]`` and reduce over the last axis only.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+EPS = 1e-8
+
+
+def si_snr(estimate: torch.Tensor, target: torch.Tensor, zero_mean: bool = True, eps: float = EPS) -> torch.Tensor:
+    """Scale-invariant signal-to-noise ratio in dB (SI-SDR of Le Roux et al. 2019).
+
+    Args:
+        estimate: ``[..., T]`` estimated signal.
+        target: ``[..., T]`` reference signal (same shape).
+        zero_mean: Remove the mean of both signals first (the usual convention).
+        eps: Numerical floor.
+
+    Returns:
+        ``[...]`` SI-SNR in dB.
+    """
+    if estimate.shape != target.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ in shape")
+    if zero_mean:
+        estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+        target = target - target.mean(dim=-1, keepdim=True)
+    alpha = (estimate * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + eps)
+    proj = alpha * target
+    noise = estimate - proj
+    return 10 * torch.log10((proj.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+def snr(estimate: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Plain SNR in dB, ``10 log10(|s|^2 / |s - s_hat|^2)`` (the "SDR" of Conv-TasNet's tables).
+
+    Args:
+        estimate: ``[..., T]`` estimate.
+        target: ``[..., T]`` reference.
+
+    Returns:
+        ``[...]`` SNR in dB.
+    """
+    if estimate.shape != target.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ in shape")
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((target - estimate).pow(2).sum(-1) + eps))
+
+
+def _pairwise(metric, estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """``[B, S, S]`` matrix ``M[b, i, j] = metric(estimates[b, i], targets[b, j])``."""
+    s = estimates.shape[1]
+    est = estimates.unsqueeze(2).expand(-1, -1, s, -1)
+    tgt = targets.unsqueeze(1).expand(-1, s, -1, -1)
+    return metric(est, tgt)
+
+
+def pit_permutation(estimates: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best speaker permutation under SI-SNR (exhaustive; fine for 2-3 speakers).
+
+    Args:
+        estimates: ``[B, S, T]``.
+        targets: ``[B, S, T]``.
+
+    Returns:
+        ``(best_si_snr [B, S] in target order, perm [B, S])`` where ``perm[b, j]`` is the estimate index
+        matched to target ``j``.
+    """
+    if estimates.dim() != 3 or estimates.shape != targets.shape:
+        raise ValueError(f"need matching [B, S, T] tensors, got {tuple(estimates.shape)} and {tuple(targets.shape)}")
+    mat = _pairwise(si_snr, estimates, targets)  # [B, S_est, S_tgt]
+    s = estimates.shape[1]
+    perms = torch.tensor(list(itertools.permutations(range(s))), device=estimates.device)  # [P, S]
+    tgt_idx = torch.arange(s, device=estimates.device)
+    scores = mat[:, perms, tgt_idx]  # [B, P, S]: est perms[p, j] vs target j
+    best = scores.mean(-1).argmax(-1)  # [B]
+    return scores[torch.arange(len(best)), best], perms[best]
+
+
+def pit_si_snr_loss(estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Permutation-invariant negative SI-SNR, averaged over the batch (Conv-TasNet's training loss).
+
+    Args:
+        estimates: ``[B, S, T]`` separated sources.
+        targets: ``[B, S, T]`` references.
+
+    Returns:
+        Scalar loss (dB, lower is better).
+    """
+    best, _ = pit_permutation(estimates, targets)
+    return -best.mean()
+
+
+def reorder(estimates: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Put ``estimates`` ``[B, S, T]`` in target order given ``perm`` from :func:`pit_permutation`."""
+    return estimates[torch.arange(estimates.shape[0]).unsqueeze(1), perm]
+
+
+def si_snri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """SI-SNR improvement over the mixture, per example, after the PIT permutation.
+
+    Args:
+        estimates: ``[B, S, T]``.
+        targets: ``[B, S, T]``.
+        mixture: ``[B, T]``.
+
+    Returns:
+        ``[B]`` mean SI-SNRi over speakers, in dB.
+    """
+    best, _ = pit_permutation(estimates, targets)
+    base = si_snr(mixture.unsqueeze(1).expand_as(targets), targets)
+    return (best - base).mean(-1)
+
+
+def sdri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
+    """SDR (plain SNR) improvement over the mixture, per example, under the SI-SNR PIT permutation.
+
+    Args:
+        estimates: ``[B, S, T]``.
+        targets: ``[B, S, T]``.
+        mixture: ``[B, T]``.
+
+    Returns:
+        ``[B]`` mean SDRi over speakers, in dB.
+    """
+    _, perm = pit_permutation(estimates, targets)
+    est = reorder(estimates, perm)
+    base = snr(mixture.unsqueeze(1).expand_as(targets), targets)
+    return (snr(est, targets) - base).mean(-1)

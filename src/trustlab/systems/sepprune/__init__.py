@@ -1,0 +1,14 @@
+"""SepPrune: structured channel pruning of speech-separation models (Ji et al., AAAI 2026)."""
+
+from trustlab.systems.base import SystemSpec
+
+SYSTEM = SystemSpec(
+    name="sepprune",
+    title="Structured channel pruning of speech separation models (differentiable masks, MACs budget)",
+    paper="Ji et al., SepPrune: Structured Pruning for Efficient Deep Speech Separation, AAAI 2026 (arXiv:2505.12079)",
+    config="trustlab.systems.sepprune.config:Config",
+    run="trustlab.systems.sepprune.experiment:run",
+    headline=[("sepprune", "si_snri_db"), ("l1", "si_snri_db"), ("random", "si_snri_db"), ("scratch", "si_snri_db"),
+              ("dense", "si_snri_db"), ("sepprune", "macs_ratio"), ("sepprune", "latency_ratio")],
+    status="reproduced",
+)

@@ -1,0 +1,37 @@
+"""Baselines for SepPrune: L1-magnitude and random channel selection, and training the pruned
+architecture from scratch.
+
+All selection baselines are applied at *the same per-group channel counts* as the SepPrune mask, so
+every pruned model has identical MACs, parameters and latency and only the choice of channels
+differs (the paper compares at matched parameters/FLOPs). The paper compares against Random, HRank
+and UDSP; it has no L1 baseline. We add L1 (Li et al., *Pruning Filters for Efficient ConvNets*,
+ICLR 2017) because it is the standard cheap alternative users will ask about.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trustlab.systems.sepprune.artifacts import build_model
+
+
+def l1_keep(model: nn.Module, counts: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per group, keep the ``counts[g]`` channels whose producing filter has the largest L1 norm."""
+    scores = model.l1_scores()  # type: ignore[operator]
+    return {g: torch.argsort(scores[g], descending=True, stable=True)[: counts[g]].sort().values for g in counts}
+
+
+def random_keep(model: nn.Module, counts: dict[str, int], seed: int) -> dict[str, torch.Tensor]:
+    """Per group, keep ``counts[g]`` channels chosen uniformly at random (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = model.mask_groups()  # type: ignore[operator]
+    return {g: torch.randperm(sizes[g], generator=gen)[: counts[g]].sort().values for g in counts}
+
+
+def scratch_model(model: nn.Module, counts: dict[str, int], seed: int) -> nn.Module:
+    """The pruned architecture (same widths as ``counts``) with a fresh random initialization."""
+    spec = model.with_sizes(counts)  # type: ignore[operator]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_model(spec)

@@ -1,0 +1,155 @@
+"""Configuration of the SepPrune experiment (defaults = the ``default`` scale)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from trustlab.config import SystemConfig
+from trustlab.errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """Conv-TasNet hyper-parameters (names of Luo & Mesgarani 2019: N, L, B, H, P, X, R).
+
+    Attributes:
+        arch: ``conv_tasnet`` (the benchmark model) or ``tdanet_lite``.
+        n_filters: N.
+        kernel_size: L.
+        bn_chan: B.
+        hid_chan: H (the pruned dimension of Conv-TasNet).
+        conv_kernel_size: P.
+        n_blocks: X.
+        n_repeats: R.
+        chan: TDANet-lite U-block channels.
+        ffn_chan: TDANet-lite FFN channels (its pruned dimension).
+        depth: TDANet-lite downsampling stages.
+        n_iter: TDANet-lite shared-block iterations.
+    """
+
+    arch: str = "conv_tasnet"
+    n_filters: int = 48
+    kernel_size: int = 16
+    bn_chan: int = 32
+    hid_chan: int = 64
+    conv_kernel_size: int = 3
+    n_blocks: int = 4
+    n_repeats: int = 2
+    chan: int = 64
+    ffn_chan: int = 256
+    depth: int = 3
+    n_iter: int = 4
+
+    def spec(self) -> dict[str, Any]:
+        """The architecture spec for :func:`trustlab.systems.sepprune.artifacts.build_model`."""
+        if self.arch == "conv_tasnet":
+            kw = {k: getattr(self, k) for k in ("n_filters", "kernel_size", "bn_chan", "hid_chan",
+                                                 "conv_kernel_size", "n_blocks", "n_repeats")}
+        elif self.arch == "tdanet_lite":
+            kw = {k: getattr(self, k) for k in ("n_filters", "kernel_size", "bn_chan", "chan", "ffn_chan",
+                                                 "depth", "n_iter")}
+        else:
+            raise UserError(f"unknown model.arch {self.arch!r}", "use conv_tasnet or tdanet_lite")
+        return {"arch": self.arch, "kwargs": kw}
+
+
+@dataclass
+class Config(SystemConfig):
+    """SepPrune experiment: pretrain a dense separator, prune it to ``target_macs`` with SepPrune, L1 and
+    random selection (same per-block widths), fine-tune one epoch each, and compare with the dense model
+    given the same extra epoch and with the pruned architecture trained from scratch.
+
+    Attributes:
+        source: Speech for training/testing: ``auto`` (espeak-ng, else formant fallback), ``espeak``, ``formant``.
+        n_speakers: Pseudo-speakers synthesized.
+        n_test_speakers: Speakers held out for the test mixtures (speaker-disjoint).
+        sentences_per_speaker: Sentences read by each pseudo-speaker.
+        segment_s: Training segment length (s).
+        test_segment_s: Test mixture length (s).
+        n_test: Test mixtures.
+        real_eval: Also evaluate on real 8 kHz two-speaker mixtures of the Asterisk prompts (when installed).
+        n_real: Real-speech test mixtures.
+        train_dir: Optional Libri2Mix/WSJ0-2mix-style folder (mix/, s1/, s2/) replacing the synthetic training set.
+        test_dir: Optional such folder replacing the synthetic test set.
+        model: Architecture.
+        data_seed: Seed of the corpus and the test mixtures (fixed across run seeds).
+        pretrain_seed: Seed of the dense model's initialization and data order.
+        pretrain_steps: Dense pre-training steps (cached by recipe).
+        pretrain_lr: Dense pre-training learning rate.
+        batch_size: Mini-batch size everywhere.
+        target_macs: MACs budget of every pruned model, as a fraction of the dense model.
+        eps: SepPrune threshold (paper 0.7).
+        mask_steps: SepPrune mask-learning iterations (paper 500).
+        mask_lr: Adam lr on the mask scores (paper 0.1).
+        finetune_mixtures: Size of one fine-tuning "epoch" (mixtures).
+        finetune_lr: Fine-tuning learning rate (paper 1e-3).
+        scratch_epochs: Epochs the from-scratch model trains (its curve gives epochs-to-match).
+        latency_s: Input length for the CPU latency measurement (s).
+        latency_repeats: Timed rounds (median reported).
+    """
+
+    source: str = "auto"
+    n_speakers: int = 40
+    n_test_speakers: int = 8
+    sentences_per_speaker: int = 6
+    segment_s: float = 0.5
+    test_segment_s: float = 1.0
+    n_test: int = 100
+    real_eval: bool = True
+    n_real: int = 60
+    train_dir: str | None = None
+    test_dir: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data_seed: int = 0
+    pretrain_seed: int = 0
+    pretrain_steps: int = 1200
+    pretrain_lr: float = 2e-3
+    batch_size: int = 8
+    target_macs: float = 0.5
+    eps: float = 0.7
+    mask_steps: int = 150
+    mask_lr: float = 0.1
+    finetune_mixtures: int = 800
+    finetune_lr: float = 1e-3
+    scratch_epochs: int = 3
+    latency_s: float = 4.0
+    latency_repeats: int = 15
+
+    SCALES: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {
+            "seeds": [0], "n_speakers": 10, "n_test_speakers": 3, "sentences_per_speaker": 2, "n_test": 32,
+            "real_eval": True, "n_real": 8, "segment_s": 0.5, "test_segment_s": 0.5,
+            "model.n_filters": 32, "model.bn_chan": 24, "model.hid_chan": 48, "model.n_blocks": 3,
+            "model.n_repeats": 1, "pretrain_steps": 150, "mask_steps": 30, "finetune_mixtures": 96,
+            "scratch_epochs": 2, "latency_s": 1.0, "latency_repeats": 5,
+        },
+        "paper": {
+            "n_speakers": 80, "n_test_speakers": 12, "sentences_per_speaker": 10, "segment_s": 1.0,
+            "test_segment_s": 2.0, "n_test": 300, "model.n_filters": 128, "model.bn_chan": 64,
+            "model.hid_chan": 256, "model.n_blocks": 6, "model.n_repeats": 2, "pretrain_steps": 8000,
+            "mask_steps": 500, "finetune_mixtures": 4000, "scratch_epochs": 10,
+        },
+    }
+
+    def validate(self) -> None:
+        """Cross-field checks (raise :class:`UserError`)."""
+        super().validate()
+        if self.source not in ("auto", "espeak", "formant"):
+            raise UserError(f"unknown source {self.source!r}", "use auto, espeak or formant")
+        if not 2 <= self.n_test_speakers <= self.n_speakers - 2:
+            raise UserError(f"n_test_speakers={self.n_test_speakers} must be in [2, n_speakers-2]",
+                            "raise n_speakers or lower n_test_speakers")
+        if not 0 < self.target_macs < 1:
+            raise UserError(f"target_macs={self.target_macs} must be in (0, 1)", "e.g. --set target_macs=0.5")
+        if not 0 < self.eps < 1:
+            raise UserError(f"eps={self.eps} must be in (0, 1)", "the paper uses 0.7")
+        for k in ("pretrain_steps", "mask_steps", "finetune_mixtures", "scratch_epochs", "batch_size", "n_test",
+                  "latency_repeats", "sentences_per_speaker"):
+            if getattr(self, k) < 1:
+                raise UserError(f"{k}={getattr(self, k)} must be >= 1", f"set {k} to a positive value")
+        if self.finetune_mixtures < self.batch_size:
+            raise UserError("finetune_mixtures is smaller than one batch", "raise finetune_mixtures")
+        if min(self.segment_s, self.test_segment_s, self.latency_s) < 0.05:
+            raise UserError("segment_s, test_segment_s and latency_s must be >= 0.05 s", "use longer segments")
+        self.model.spec()
