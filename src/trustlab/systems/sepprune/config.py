@@ -118,11 +118,11 @@ class Config(SystemConfig):
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {
-            "seeds": [0], "n_speakers": 10, "n_test_speakers": 3, "sentences_per_speaker": 2, "n_test": 32,
-            "real_eval": True, "n_real": 8, "segment_s": 0.5, "test_segment_s": 0.5,
+            "seeds": [0], "n_speakers": 8, "n_test_speakers": 2, "sentences_per_speaker": 1, "n_test": 24,
+            "real_eval": True, "n_real": 6, "segment_s": 0.25, "test_segment_s": 0.5,
             "model.n_filters": 32, "model.bn_chan": 24, "model.hid_chan": 48, "model.n_blocks": 3,
-            "model.n_repeats": 1, "pretrain_steps": 150, "mask_steps": 30, "finetune_mixtures": 96,
-            "scratch_epochs": 2, "latency_s": 1.0, "latency_repeats": 5,
+            "model.n_repeats": 1, "pretrain_steps": 150, "mask_steps": 20, "finetune_mixtures": 64,
+            "scratch_epochs": 2, "latency_s": 0.5, "latency_repeats": 3,
         },
         "paper": {
             "n_speakers": 80, "n_test_speakers": 12, "sentences_per_speaker": 10, "segment_s": 1.0,

@@ -32,7 +32,7 @@ from trustlab.systems.sepprune.artifacts import build_model, load_model, save_mo
 from trustlab.systems.sepprune.baselines import l1_keep, random_keep, scratch_model
 from trustlab.systems.sepprune.config import Config
 from trustlab.systems.sepprune.data import ExperimentData, corpus_recipe, load_data
-from trustlab.systems.sepprune.method import SepPrune, keep_counts, keep_indices
+from trustlab.systems.sepprune.method import SepPrune, keep_indices
 from trustlab.systems.sepprune.training import batches, evaluate, train
 from trustlab.utils.cache import cache_path
 from trustlab.utils.logging import get_logger
@@ -139,7 +139,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         res = {"sepprune": sp}
         for m in ("l1", "random"):
             res[m] = ctx.unit(f"{SETTING}/{m}/seed={seed}",
-                              lambda m=m, s=seed: _pruned_unit(m, dense, cost, cfg, data, s, device, ctx, counts),
+                              lambda m=m, s=seed, c=counts: _pruned_unit(m, dense, cost, cfg, data, s, device, ctx, c),
                               seed=seed)
 
         def dense_unit(s: int = seed) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
 
         res["dense"] = ctx.unit(f"{SETTING}/dense/seed={seed}", dense_unit, seed=seed)
 
-        def scratch_unit(s: int = seed) -> dict[str, Any]:
+        def scratch_unit(s: int = seed, counts: dict[str, int] = counts) -> dict[str, Any]:
             model = scratch_model(dense, counts, derive_seed(s, "scratch")).to(device)
             pre = _eval(model, data, device, prefix="pre_")
             curve = _finetune(model, cfg, data, s, device, epochs=cfg.scratch_epochs, curve=True)
