@@ -78,6 +78,11 @@ def _countries(root: Path) -> list[dict[str, Any]]:
 def _surnames(discoverers: str) -> list[str]:
     """``"Sir H. Davy, J.L. Gay-Lussac"`` -> ``["Sir H. Davy, J.L. Gay-Lussac", "Davy", "Gay-Lussac"]``."""
     out = [discoverers.strip()]
+    if re.search(r"Institute|Laborator|Research|Universit|Centre|Center", discoverers):
+        # an institution, not people: keep the full name, acronyms in parentheses and "Berkeley"
+        out += re.findall(r"\(([A-Z]{2,})\)", discoverers)
+        out += ["Berkeley"] if "Berkeley" in discoverers else []
+        return _aliases(*out)
     for part in re.split(r",| and |&|;", discoverers):
         words = [w for w in re.split(r"\s+", part.strip()) if w]
         if words:

@@ -72,10 +72,27 @@ def matches_gold(text: str, answers: Sequence[str]) -> bool:
     return False
 
 
-def grade_answer(text: str, answers: Sequence[str]) -> Grade:
-    """Rule-based grade of one response (see the module docstring for the order of the rules)."""
+def answer_span(text: str) -> str:
+    """The first non-empty line of a response: short-answer prompts ask for one line, and small models
+    often ramble on after it (``"39\nYttrium is a chemical element with ..."``)."""
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def grade_answer(text: str, answers: Sequence[str], first_line: bool = True) -> Grade:
+    """Rule-based grade of one response (see the module docstring for the order of the rules).
+
+    Args:
+        text: The response.
+        answers: Gold answer and aliases.
+        first_line: Grade only :func:`answer_span` (the first non-empty line).
+    """
     if not answers:
         raise ValueError("grade_answer needs at least one gold answer")
+    if first_line:
+        text = answer_span(text)
     if matches_gold(text, answers):
         return "correct"
     return "refused" if is_refusal(text) else "incorrect"

@@ -75,10 +75,10 @@ class RealConfig:
     recorded: str = ""
     data: str = "embedded"
     data_format: str = "auto"
-    n_questions: int = 120
-    prompts: list[str] = field(default_factory=lambda: ["standard", "cautious"])
-    max_tokens: int = 16
-    batch_size: int = 8
+    n_questions: int = 64
+    prompts: list[str] = field(default_factory=lambda: ["standard"])
+    max_tokens: int = 10
+    batch_size: int = 16
     timeout: float = 120.0
     max_retries: int = 2
     local_files_only: bool = True
@@ -108,7 +108,8 @@ class Config(SystemConfig):
                   "sim.noisy_settings": ["noise=0.5"], "sim.direct_samples": 10, "n_boot": 200,
                   "real.enabled": False},
         "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "sim.refusal_rates": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8],
-                  "real.n_questions": 1026, "n_boot": 2000},
+                  "real.n_questions": 1026, "real.prompts": ["standard", "cautious"], "real.max_tokens": 16,
+                  "n_boot": 2000},
     }
 
     def validate(self) -> None:

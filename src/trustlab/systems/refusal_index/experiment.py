@@ -79,6 +79,38 @@ def _smollm2_dir() -> Path:
     return Path(spec.origin).parent
 
 
+def _dequantised_smollm2(gguf_file: str) -> Path:
+    """A cached safetensors copy of the de-quantised SmolLM2 GGUF (de-quantising takes minutes on a busy CPU).
+
+    Keyed by the GGUF file's name and size; built once with ``save_pretrained`` into a temporary folder
+    and renamed into place, so an interrupted build never leaves a half-written model behind.
+    """
+    import os
+    import shutil
+
+    from trustlab.utils.cache import cache_path
+
+    src = _smollm2_dir()
+    gguf = src / gguf_file
+    if not gguf.is_file():
+        raise UserError(f"GGUF file {str(gguf)!r} does not exist", "check real.gguf_file")
+    folder = cache_path("refusal_index", {"gguf": gguf_file, "bytes": gguf.stat().st_size, "v": 1}, suffix="")
+    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("de-quantising %s once into %s", gguf.name, folder)
+    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lm.save_pretrained(tmp)  # safetensors
+    tok.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
 def make_backend(r: RealConfig, device: Any) -> Backend:
     """The backend named by the real-run config."""
     if r.backend == "openai":
@@ -93,8 +125,8 @@ def make_backend(r: RealConfig, device: Any) -> Backend:
     from trustlab.llm.hf import HFBackend
 
     if r.model == "smollm2-135m":
-        return HFBackend(_smollm2_dir(), gguf_file=r.gguf_file or SMOLLM2[1], device=device,
-                         batch_size=r.batch_size, name="smollm2-135m")
+        folder = _dequantised_smollm2(r.gguf_file or SMOLLM2[1])
+        return HFBackend(folder, device=device, batch_size=r.batch_size, name="smollm2-135m")
     return HFBackend(r.model, gguf_file=r.gguf_file or None, device=device, batch_size=r.batch_size,
                      local_files_only=r.local_files_only)
 
