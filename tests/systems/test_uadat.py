@@ -92,8 +92,9 @@ def test_reference_refinement_avoids_misclassified_clean_examples():
     sig = torch.ones(5, 1)
     y = torch.tensor([0, 0, 0, 1, 2])
     correct = torch.tensor([True, False, True, True, False])
-    idx = nearest_reference_index(mu, sig, y, correct)
-    # 1 is wrong -> nearest correct same-class sample is 0 (not 3: other class); 4 has none -> -1
+    # 1 is wrong -> nearest correct same-class sample is 0 (not 3: other class); 4 has none
+    assert nearest_reference_index(mu, sig, y, correct).tolist() == [0, 0, 2, 3, 4]
+    idx = nearest_reference_index(mu, sig, y, correct, fallback="onehot")
     assert idx.tolist() == [0, 0, 2, 3, -1]
     p = F.softmax(torch.randn(5, 3), 1)
     ref = refined_reference(p, torch.tensor([0, 0, 0, 1, 2]), idx, smoothing=0.1)

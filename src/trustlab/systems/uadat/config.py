@@ -55,8 +55,8 @@ class Config(SystemConfig):
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     fallback_to_digits: bool = True
-    n_train: int = 2000
-    n_test: int = 500
+    n_train: int = 1500
+    n_test: int = 400
     n_aa: int = 100
     data_seed: int = 0
     arch: str = "small_cnn"
@@ -74,7 +74,7 @@ class Config(SystemConfig):
     mart_beta: float = 6.0
     uadat_beta: float = 6.0
     uadat_gamma: float = 1.0
-    uadat_lambda: float = 1.0
+    uadat_lambda: float = 0.1
     uadat_p: float = 0.5
     uadat_draws: int = 1
     aa_iters: int = 30

@@ -15,7 +15,8 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
 2. **Refined alignment reference** (switch ``reference``). Sample ``i``'s reference is its own clean
    prediction ``p(x_i)`` when ``x_i`` is classified correctly; otherwise the clean prediction (and
    features) of the same-class, correctly classified clean example nearest to ``x_i`` in channel
-   statistics ``(μ, σ)``; if there is none, the label-smoothed one-hot vector.
+   statistics ``(μ, σ)``; if there is none, its own prediction (TRADES' reference; a label-smoothed
+   one-hot is available as ``fallback="onehot"``).
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
    ``KL(p_ref ‖ p(z̃_adv))`` averaged over ``M`` uncertainty draws, the per-channel feature Gaussians of
    the two domains are matched with the closed-form 2-Wasserstein distance
@@ -77,26 +78,32 @@ def uncertainty_resample(z: torch.Tensor, generator: torch.Generator | None = No
 
 
 def nearest_reference_index(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
-                            correct: torch.Tensor) -> torch.Tensor:
-    """Index of each sample's alignment reference in the batch (``-1`` when none exists).
+                            correct: torch.Tensor, fallback: str = "self") -> torch.Tensor:
+    """Index of each sample's alignment reference in the batch.
 
     A correctly classified sample is its own reference. A misclassified one takes the correctly
     classified sample of the same class whose channel statistics ``[μ, σ]`` are nearest (Euclidean).
+    When the batch holds no such sample the result is the sample itself (``fallback="self"``, i.e.
+    TRADES' reference) or ``-1`` (``fallback="onehot"``: :func:`refined_reference` then uses the
+    label-smoothed one-hot vector).
 
     Args:
         mu: Clean channel means ``(B, C)``.
         sigma: Clean channel stds ``(B, C)``.
         y: Labels ``(B,)``.
         correct: Whether each clean sample is classified correctly ``(B,)``.
+        fallback: ``"self"`` or ``"onehot"`` (see above).
     """
+    if fallback not in ("self", "onehot"):
+        raise ValueError(f"fallback must be 'self' or 'onehot', got {fallback!r}")
     stats = torch.cat([mu, sigma], dim=1).detach()
     d = torch.cdist(stats, stats)
     allowed = (y[:, None] == y[None, :]) & correct[None, :]
     d = d.masked_fill(~allowed, float("inf"))
     nearest = d.argmin(dim=1)
     has = torch.isfinite(d.gather(1, nearest[:, None]).squeeze(1))
-    idx = torch.where(has, nearest, torch.full_like(nearest, -1))
     own = torch.arange(y.shape[0], device=y.device)
+    idx = torch.where(has, nearest, own if fallback == "self" else torch.full_like(nearest, -1))
     return torch.where(correct, own, idx)
 
 
@@ -144,7 +151,9 @@ class UADAT(TrainingMethod):
         lam: Weight of the introspective gradient alignment (component ``iga``).
         p: Probability per batch of resampling the adversarial features (component ``uncertainty``).
         draws: Number ``M`` of uncertainty draws averaged in the matching term.
-        smoothing: Label smoothing of the fallback reference.
+        smoothing: Label smoothing of the one-hot fallback reference.
+        fallback: Reference of a misclassified sample without a correct same-class neighbour:
+            ``"self"`` (its own clean prediction) or ``"onehot"``.
         uncertainty: Model adversaries as a distribution (DSU resampling of adversarial features).
         reference: Refine the alignment reference for misclassified clean examples.
         d2d: Add the feature-level distribution-to-distribution (W2) term.
@@ -158,7 +167,7 @@ class UADAT(TrainingMethod):
 
     def __init__(self, eps: float = 0.1, steps: int = 10, alpha: float | None = None, beta: float = 6.0,
                  gamma: float = 1.0, lam: float = 1.0, p: float = 0.5, draws: int = 1, smoothing: float = 0.1,
-                 uncertainty: bool = True, reference: bool = True, d2d: bool = True, iga: bool = True) -> None:
+                 fallback: str = "self", uncertainty: bool = True, reference: bool = True, d2d: bool = True, iga: bool = True) -> None:
         super().__init__(eps, steps, alpha)
         for n, v in (("beta", beta), ("gamma", gamma), ("lam", lam)):
             if not v >= 0:
@@ -169,6 +178,9 @@ class UADAT(TrainingMethod):
             raise ValueError(f"draws must be an int >= 1, got {draws!r}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        if fallback not in ("self", "onehot"):
+            raise ValueError(f"fallback must be 'self' or 'onehot', got {fallback!r}")
+        self.fallback = fallback
         self.beta, self.gamma, self.lam, self.p = float(beta), float(gamma), float(lam), float(p)
         self.draws, self.smoothing = draws, float(smoothing)
         self.uncertainty, self.reference, self.d2d, self.iga = uncertainty, reference, d2d, iga
@@ -201,7 +213,7 @@ class UADAT(TrainingMethod):
         mu_adv, sig_adv = channel_stats(z_adv)
         if self.reference:
             correct = logits_cl.argmax(dim=1) == y
-            ref_idx = nearest_reference_index(mu_cl, sig_cl, y, correct)
+            ref_idx = nearest_reference_index(mu_cl, sig_cl, y, correct, self.fallback)
         else:
             ref_idx = torch.arange(y.shape[0], device=y.device)
         ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
