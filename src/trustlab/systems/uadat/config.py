@@ -56,7 +56,7 @@ class Config(SystemConfig):
     data_root: str | None = None
     fallback_to_digits: bool = True
     n_train: int = 1500
-    n_test: int = 400
+    n_test: int = 300
     n_aa: int = 100
     data_seed: int = 0
     arch: str = "small_cnn"
@@ -77,8 +77,8 @@ class Config(SystemConfig):
     uadat_lambda: float = 0.1
     uadat_p: float = 0.5
     uadat_draws: int = 1
-    aa_iters: int = 30
-    aa_square_queries: int = 200
+    aa_iters: int = 20
+    aa_square_queries: int = 100
     art_pgd_check: bool = True
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
 
