@@ -1,0 +1,14 @@
+"""IMPQ: Shapley-based progressive quantization estimation and interaction-aware 2/4-bit allocation."""
+
+from trustlab.systems.base import SystemSpec
+
+SYSTEM = SystemSpec(
+    name="impq",
+    title="Shapley-based interaction-aware 2/4-bit mixed-precision quantization of LLMs",
+    paper="IMPQ: Interaction-Aware Layerwise Mixed Precision Quantization for LLMs (arXiv:2509.15455; "
+    "ACL 2026 Findings as CoopQ)",
+    config="trustlab.systems.impq.config:Config",
+    run="trustlab.systems.impq.experiment:run",
+    headline=[("impq", "ppl"), ("sensitivity", "ppl")],
+    status="reproduced (tiny Llama; SmolLM2-135M opt-in)",
+)
