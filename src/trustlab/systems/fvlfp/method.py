@@ -235,8 +235,10 @@ class PromptLearner(nn.Module):
         return [None] + [self.deep_ctx[i] for i in range(n_layers - 1)]
 
     def all_features(self, backbone: VLBackbone, kinds: Sequence[str] = ("class",),
-                     return_hidden: bool = False) -> dict[str, Any]:
+                     return_hidden: bool = False, shallow: bool = False) -> dict[str, Any]:
         """Normalised text features of the ``class``/``group``/``cf`` prompts in one forward pass.
+
+        ``shallow=True`` leaves out the deep prompts (input-level context only).
 
         Returns:
             ``{kind: (n, E)}`` and, when ``return_hidden``, ``"cf_hidden"``: per-layer EOT states of ``cf``.
@@ -246,7 +248,8 @@ class PromptLearner(nn.Module):
         ids, emb = self._ids[rows], self._emb[rows]
         ctx = self.ctx.unsqueeze(0).expand(emb.shape[0], -1, -1)
         x = torch.cat([emb[:, :1], ctx, emb[:, 1 + self.n_ctx:]], dim=1)
-        out = backbone.encode_text_embeds(x, ids, self.deep_list(backbone.n_text_layers), self.n_ctx, return_hidden)
+        deep = None if shallow else self.deep_list(backbone.n_text_layers)
+        out = backbone.encode_text_embeds(x, ids, deep, self.n_ctx, return_hidden)
         feats, hidden = (out[0], out[1]) if return_hidden else (out, None)
         feats = F.normalize(feats, dim=-1)
         res: dict[str, Any] = {}
@@ -263,6 +266,15 @@ class PromptLearner(nn.Module):
         """Normalised features of one prompt kind."""
         return self.all_features(backbone, (kind,))[kind]
 
+    def group_features(self, backbone: VLBackbone) -> torch.Tensor:
+        """Features of the group prompts that span DSOP's subspace (shallow context only, detached).
+
+        The deep prompts are trained by CDFP to make the text tower *insensitive* to group words, which
+        would collapse the group subspace; DSOP therefore reads the group directions at the
+        input-level fair context.
+        """
+        return self.all_features(backbone, ("group",), shallow=True)["group"].detach()
+
     def get_arrays(self) -> NDArrays:
         """Prompt tensors as NumPy arrays (what a client sends)."""
         return [v.detach().cpu().numpy().copy() for v in self.state_dict().values()]
@@ -277,10 +289,10 @@ class PromptLearner(nn.Module):
 
 def classify(backbone: VLBackbone, learner: PromptLearner, z: torch.Tensor, dsop: bool) -> torch.Tensor:
     """Logits ``s * <proj(z), t_c>`` for normalised image features ``z``."""
-    f = learner.all_features(backbone, ("class", "group") if dsop else ("class",))
+    t = learner.text_features(backbone, "class")
     if dsop:
-        z = F.normalize(z @ group_projection(f["group"].detach()), dim=-1)
-    return backbone.logit_scale * z @ f["class"].t()
+        z = F.normalize(z @ group_projection(learner.group_features(backbone)), dim=-1)
+    return backbone.logit_scale * z @ t.t()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -387,10 +399,9 @@ class PromptClient:
         for _ in range(self.cfg.local_steps):
             idx = torch.randperm(n, generator=gen)[: self.cfg.batch_size]
             zb, yb, ab = z[idx], y[idx], a[idx]
-            kinds = ("class",) + (("group",) if self.flags.dsop else ()) + (("cf",) if use_layer else ())
-            f = lr_.all_features(bb, kinds, return_hidden=use_layer)
+            f = lr_.all_features(bb, ("class", "cf") if use_layer else ("class",), return_hidden=use_layer)
             t = f["class"]
-            proj = group_projection(f["group"].detach()) if self.flags.dsop else None
+            proj = group_projection(lr_.group_features(bb)) if self.flags.dsop else None
             zp = F.normalize(zb @ proj, dim=-1) if proj is not None else zb
             logits = bb.logit_scale * zp @ t.t()
             loss = F.cross_entropy(logits, yb)
