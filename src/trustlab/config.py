@@ -141,7 +141,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str = "--set") 
             else:
                 obj = getattr(obj, part)
                 if not dataclasses.is_dataclass(obj):
-                    raise UserError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a section", f"set it directly")
+                    raise UserError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a section", "set it directly")
     return cfg
 
 

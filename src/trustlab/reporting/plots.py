@@ -58,9 +58,11 @@ def plot_series(series: list[dict[str, Any]], folder: Path, title: str = "") -> 
             if m in r:
                 curves[(r["setting"], r["method"])][r["step"]].append(r[m])
         fig, ax = plt.subplots(figsize=(6, 4))
+        many = len({k[0] for k in curves}) > 1
         for (setting, method), pts in curves.items():
             xs = sorted(pts)
-            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], label=method if len(curves) < 20 else None,
+            label = (f"{setting}/{method}" if many else method) if len(curves) < 20 else None
+            ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], label=label,
                     marker="." if len(xs) < 40 else None)
         ax.set_xlabel("step")
         ax.set_ylabel(m)
