@@ -115,6 +115,19 @@ def test_grading_and_refusal_detection() -> None:
     assert not is_refusal("Au")
 
 
+def test_judge_grader_parses_and_leaves_garbage_unscored() -> None:
+    from trustlab.llm.grading import JudgeGrader
+
+    class Judge(Backend):
+        name = "judge"
+
+        def generate(self, requests: Sequence[ChatRequest]) -> list[Completion]:
+            return [Completion(t) for t in ("A", "(b) wrong", "I think maybe")[: len(requests)]]
+
+    grades = JudgeGrader(Judge()).grade(["q1", "q2", "q3"], [["x"], ["y"], ["z"]], ["x", "w", "?"])
+    assert grades == ["correct", "incorrect", None]
+
+
 def test_embedded_data_and_user_formats(tmp_path: Path) -> None:
     items = load_factual_qa()
     assert len(items) == CARD["n"] == 1026 and all(it.answers for it in items)

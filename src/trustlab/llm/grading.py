@@ -3,6 +3,8 @@
 The rule-based grader follows SimpleQA's three grades (CORRECT / INCORRECT / NOT_ATTEMPTED), made
 deterministic:
 
+0. only the first non-empty line of the response is graded (:func:`answer_span`; short-answer
+   prompts ask for one line and small models ramble on after it);
 1. **correct** when a gold answer or alias appears in the response as a whole-word sequence after
    normalisation (lower case, accents folded, punctuation and articles removed);
 2. otherwise **refused** when the response is empty or matches a refusal pattern ("I don't know",

@@ -75,9 +75,9 @@ class RealConfig:
     recorded: str = ""
     data: str = "embedded"
     data_format: str = "auto"
-    n_questions: int = 64
+    n_questions: int = 96
     prompts: list[str] = field(default_factory=lambda: ["standard"])
-    max_tokens: int = 10
+    max_tokens: int = 24
     batch_size: int = 16
     timeout: float = 120.0
     max_retries: int = 2
@@ -108,7 +108,7 @@ class Config(SystemConfig):
                   "sim.noisy_settings": ["noise=0.5"], "sim.direct_samples": 10, "n_boot": 200,
                   "real.enabled": False},
         "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "sim.refusal_rates": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8],
-                  "real.n_questions": 1026, "real.prompts": ["standard", "cautious"], "real.max_tokens": 16,
+                  "real.n_questions": 1026, "real.prompts": ["standard", "cautious"], "real.max_tokens": 32,
                   "n_boot": 2000},
     }
 

