@@ -144,6 +144,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     backbone, info = load_backbone(cfg, ctx.device)
     rec.extra["backbone"] = {k: v for k, v in info.items() if k != "path"}
     rec.extra["fpf_weights"] = {}
+    rec.extra["per_client"] = {}
     for seed in cfg.seeds:
         cache: dict[str, Any] = {}
 
@@ -166,6 +167,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 rec.add_series("default", method, seed, step, **point)
             if res["weights"]:
                 rec.extra["fpf_weights"][f"{method}/seed={seed}"] = res["weights"]
+            if res.get("per_client"):  # each client's own test split: acc, dp_diff, eo_diff, worst_group_acc
+                rec.extra["per_client"][f"{method}/seed={seed}"] = res["per_client"]
             log.info("seed %d %-14s acc %.3f dp %.3f", seed, method, res["metrics"]["acc"], res["metrics"]["dp_diff"])
     add_claims(rec, cfg)
     return rec
