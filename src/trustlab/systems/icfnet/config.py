@@ -1,0 +1,85 @@
+"""Configuration of the ICFNet experiment (5-fold CV x seeds on embedded datasets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from trustlab.config import SystemConfig
+from trustlab.data.survival import EMBEDDED
+from trustlab.errors import UserError
+
+
+@dataclass
+class Config(SystemConfig):
+    """ICFNet experiment settings (defaults = the ``default`` scale, <= 10 min on 2 idle cores).
+
+    Attributes:
+        datasets: Embedded datasets (settings); ``synthetic`` has genomics + pathology bags + clinical.
+        folds: Cross-validation folds (stratified by event).
+        n_synthetic: Patients in the synthetic cohort.
+        synthetic_censoring: Censoring fraction of the synthetic cohort.
+        methods: Methods to run (None = all that apply to a dataset).
+        n_bins: Discrete time bins K.
+        d: Hidden size of the neural models.
+        heads: Attention heads.
+        layers: Transformer layers per stream.
+        fusion_layers: Transformer layers in the unification module.
+        dropout: Dropout of the neural models.
+        epochs: Training epochs (fixed; the last epoch is evaluated, no test-fold selection).
+        batch_size: Patients per step.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        ot_iters: Sinkhorn iterations.
+        cox_alpha: Ridge penalty of CoxPH.
+        rsf_trees: Trees of the random survival forest.
+        risk_groups: Risk groups of the Kaplan-Meier plot (tertiles by default).
+        ablate_fusion: Also run ``icfnet_no_ufm`` (concat instead of the unification module).
+    """
+
+    datasets: list[str] = field(default_factory=lambda: ["synthetic", "breast_cancer"])
+    folds: int = 5
+    n_synthetic: int = 300
+    synthetic_censoring: float = 0.4
+    methods: list[str] | None = None
+    n_bins: int = 4
+    d: int = 16
+    heads: int = 2
+    layers: int = 1
+    fusion_layers: int = 1
+    dropout: float = 0.1
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    ot_iters: int = 10
+    cox_alpha: float = 10.0
+    rsf_trees: int = 50
+    risk_groups: int = 3
+    ablate_fusion: bool = False
+
+    SCALES: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"seeds": [0], "folds": 2, "n_synthetic": 160, "epochs": 12, "datasets": ["synthetic"],
+                  "methods": ["icfnet", "only_genomics", "only_pathology", "only_clinical", "late_fusion", "coxph"],
+                  "rsf_trees": 10},
+        "paper": {"d": 64, "heads": 4, "layers": 2, "fusion_layers": 2, "dropout": 0.25, "epochs": 60,
+                  "n_synthetic": 600, "datasets": ["synthetic", "breast_cancer", "gbsg2", "whas500"],
+                  "ot_iters": 50, "rsf_trees": 100, "seeds": [0, 1, 2, 3, 4], "ablate_fusion": True},
+    }
+
+    def validate(self) -> None:
+        """Check ranges and names."""
+        super().validate()
+        for name in self.datasets:
+            if name not in EMBEDDED:
+                raise UserError(f"unknown dataset {name!r}", f"use one of: {', '.join(EMBEDDED)}")
+        if self.folds < 2:
+            raise UserError(f"folds={self.folds} is too small", "use folds >= 2")
+        if self.n_synthetic < 50:
+            raise UserError(f"n_synthetic={self.n_synthetic} is too small", "use n_synthetic >= 50")
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise UserError("epochs, batch_size and lr must be positive", "e.g. epochs=30 batch_size=64 lr=0.003")
+        if self.d % self.heads:
+            raise UserError(f"d={self.d} is not divisible by heads={self.heads}", "pick d a multiple of heads")
+        if self.risk_groups < 2:
+            raise UserError("risk_groups must be >= 2", "use 2 (median split) or 3 (tertiles)")

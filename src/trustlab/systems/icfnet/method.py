@@ -1,0 +1,574 @@
+"""ICFNet (Zhang et al., arXiv:2501.02778, 2025): integrated cross-modal fusion for survival.
+
+Architecture (reconstructed from the abstract and the public code's structure, see README):
+
+* encoders: patch features -> ``Linear+ReLU+Dropout`` tokens P (attention-MIL bag); every tabular
+  modality (genomics groups, clinical groups such as demographics / treatment) -> one SNN token
+  per column group (G, T).
+* OT co-attention: unbalanced-Sinkhorn plan between the patches and each tabular modality's tokens
+  (cost detached, as in MOTCat/ICFNet) gives modality-guided pathology tokens ``P_m = M pi^T P``.
+* four (or more) token streams: a transformer encoder + gated attention pooling + rho per stream
+  (G, P_g, P_t, T) -> vectors f'.
+* residual orthogonal decomposition (ROD): ``r = rho(W_p mean(P))``, ``o = r - sum_m f'_{p,m}``,
+  ``f'_p = rho(W_f (r + o))`` with the penalty ``sum_m |cos(f'_{p,m}, o)|``.
+* unification fusion module (UFM): a transformer over the stream vectors, flattened, MLP -> h.
+* discrete-time hazard head (K bins), plus "dense" per-stream heads (weight 0.1).
+* loss: balanced NLL (default), plain NLL, or Cox partial likelihood.
+
+Missing modalities: a patient without a modality gets a learned "missing" vector in place of each
+stream that needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trustlab.data.survival import SurvivalDataset
+from trustlab.errors import UserError
+from trustlab.metrics.survival import harrell_c_index
+from trustlab.systems.icfnet.losses import (
+    balanced_nll_loss,
+    cox_ph_loss,
+    discretize,
+    fit_time_bins,
+    hazards_to_survival,
+    nll_loss,
+    orthogonality_loss,
+    risk_from_logits,
+    sinkhorn_unbalanced,
+)
+from trustlab.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+__all__ = ["ICFNet", "ICFNetModule", "NeuralSurvivalEstimator", "as_time_event"]
+
+Batch = dict[str, dict[str, Tensor]]
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+
+
+class GatedAttentionPool(nn.Module):
+    """Gated attention pooling (Ilse et al. 2018, ``Attn_Net_Gated``): softmax(w^T (tanh(Va x) * sigm(Vb x)))."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.a = nn.Linear(d, d)
+        self.b = nn.Linear(d, d)
+        self.c = nn.Linear(d, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, N, d) tokens (mask (B, N) True = real) -> (B, d)."""
+        s = self.c(torch.tanh(self.a(x)) * torch.sigmoid(self.b(x))).squeeze(-1)
+        if mask is not None:
+            s = s.masked_fill(~mask, -1e9)
+        w = torch.softmax(s, dim=1)
+        return (w.unsqueeze(-1) * x).sum(1)
+
+
+class Stream(nn.Module):
+    """Transformer encoder over tokens -> gated attention pooling -> rho (Linear+ReLU+Dropout)."""
+
+    def __init__(self, d: int, heads: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.enc = (
+            nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=dropout, batch_first=True),
+                num_layers=layers, enable_nested_tensor=False,
+            )
+            if layers > 0
+            else None
+        )
+        self.pool = GatedAttentionPool(d)
+        self.rho = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, N, d) -> (B, d)."""
+        if self.enc is not None:
+            x = self.enc(x, src_key_padding_mask=None if mask is None else ~mask)
+        return self.rho(self.pool(x, mask))
+
+
+def snn_block(d_in: int, d: int, dropout: float) -> nn.Sequential:
+    """Self-normalising 2-layer MLP (the SNN genomic encoder of MCAT/ICFNet)."""
+    return nn.Sequential(nn.Linear(d_in, d), nn.ELU(), nn.AlphaDropout(dropout),
+                         nn.Linear(d, d), nn.ELU(), nn.AlphaDropout(dropout))
+
+
+class GroupedSNN(nn.Module):
+    """One SNN per column group, computed as a single batched op (groups zero-padded to the largest).
+
+    Args:
+        sizes: Column count of each group.
+        d: Output size.
+        dropout: Alpha-dropout rate.
+    """
+
+    def __init__(self, sizes: list[int], d: int, dropout: float) -> None:
+        super().__init__()
+        g, dmax = len(sizes), max(sizes)
+        self.sizes = list(sizes)
+        self.w1 = nn.Parameter(torch.empty(g, dmax, d))
+        self.b1 = nn.Parameter(torch.zeros(g, d))
+        self.w2 = nn.Parameter(torch.empty(g, d, d))
+        self.b2 = nn.Parameter(torch.zeros(g, d))
+        for j, n_in in enumerate(sizes):  # per-group fan-in init (like nn.Linear on that group)
+            nn.init.uniform_(self.w1.data[j, :n_in], -1 / n_in ** 0.5, 1 / n_in ** 0.5)
+            self.w1.data[j, n_in:] = 0.0
+            nn.init.uniform_(self.w2.data[j], -1 / d ** 0.5, 1 / d ** 0.5)
+        self.act = nn.ELU()
+        self.drop = nn.AlphaDropout(dropout)
+        self.register_buffer("pad_mask", torch.stack(
+            [torch.arange(dmax) < n for n in sizes]).float().unsqueeze(-1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, G, dmax) zero-padded group inputs -> (B, G, d) tokens."""
+        h = self.drop(self.act(torch.einsum("bgi,gid->bgd", x, self.w1 * self.pad_mask) + self.b1))
+        return self.drop(self.act(torch.einsum("bgi,gid->bgd", h, self.w2) + self.b2))
+
+
+def ot_coattention(queries: Tensor, patches: Tensor, mask: Tensor, reg: float, reg_m: float, n_iter: int) -> Tensor:
+    """Pathology tokens guided by ``queries`` via an unbalanced OT plan (cost detached).
+
+    Args:
+        queries: (B, M, d) tokens of the guiding modality.
+        patches: (B, N, d) patch tokens.
+        mask: (B, N) real patches.
+        reg: Entropic regularisation.
+        reg_m: Marginal relaxation.
+        n_iter: Sinkhorn iterations.
+
+    Returns:
+        (B, M, d) = ``M * pi^T P`` (the plan's columns carry mass ~1/M; we rescale by M, see README).
+    """
+    with torch.no_grad():
+        p = patches - patches.min(dim=-1, keepdim=True).values
+        q = queries - queries.min(dim=-1, keepdim=True).values
+        cost = torch.cdist(p, q) ** 2
+        cost = cost / cost.flatten(1).amax(1).clamp(min=1e-12).view(-1, 1, 1)
+        n_real = mask.sum(1, keepdim=True).clamp(min=1).float()
+        a = mask.float() / n_real
+        b = torch.full(q.shape[:2], 1.0 / q.shape[1], device=q.device)
+        plan = sinkhorn_unbalanced(cost, a, b, reg=reg, reg_m=reg_m, n_iter=n_iter)
+    return queries.shape[1] * torch.einsum("bnm,bnd->bmd", plan, patches)
+
+
+# ---------------------------------------------------------------------------------------------
+# the network
+
+
+class ICFNetModule(nn.Module):
+    """The ICFNet network for a given set of modalities.
+
+    Args:
+        tabular: Tabular modality name -> list of group sizes (one token per group).
+        bag_dim: Patch feature dim of the (single) bag modality, or None.
+        bag_name: Name of the bag modality.
+        n_bins: K discrete time bins.
+        d: Hidden size.
+        heads: Attention heads.
+        layers: Transformer layers per stream.
+        fusion_layers: Transformer layers of the unification module.
+        dropout: Dropout.
+        use_rod: Residual orthogonal decomposition (else ``f'_p = rho(W_p mean(P))``).
+        fusion: ``"ufm"`` (transformer over stream vectors) or ``"concat"`` (MLP on the concatenation).
+        coattention: ``"ot"`` (OT-guided pathology tokens) or ``"none"`` (no guided streams).
+        ot_reg: Sinkhorn entropic regularisation.
+        ot_reg_m: Sinkhorn marginal relaxation.
+        ot_iters: Sinkhorn iterations.
+    """
+
+    def __init__(
+        self, tabular: dict[str, list[int]], bag_dim: int | None, bag_name: str = "pathology", n_bins: int = 4,
+        d: int = 32, heads: int = 2, layers: int = 1, fusion_layers: int = 1, dropout: float = 0.25,
+        use_rod: bool = True, fusion: str = "ufm", coattention: str = "ot",
+        ot_reg: float = 0.1, ot_reg_m: float = 0.5, ot_iters: int = 50,
+    ) -> None:
+        super().__init__()
+        if not tabular and bag_dim is None:
+            raise ValueError("ICFNetModule needs at least one modality")
+        self.tab_names = list(tabular)
+        self.bag_name = bag_name if bag_dim is not None else None
+        self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
+        self.ot = (ot_reg, ot_reg_m, ot_iters)
+        self.tab_enc = nn.ModuleDict({m: GroupedSNN(sizes, d, dropout) for m, sizes in tabular.items()})
+        self.streams = nn.ModuleDict({m: Stream(d, heads, layers, dropout) for m in self.tab_names})
+        self.stream_names: list[str] = list(self.tab_names)
+        if bag_dim is not None:
+            self.patch_enc = nn.Sequential(nn.Linear(bag_dim, d), nn.ReLU(), nn.Dropout(dropout))
+            if self.tab_names and coattention == "ot":
+                for m in self.tab_names:
+                    self.streams[f"p_{m}"] = Stream(d, heads, layers, dropout)
+                    self.stream_names.append(f"p_{m}")
+            if self.tab_names:
+                self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
+                self.fusor = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
+            else:  # pathology only: attention-MIL over patch tokens
+                self.streams["p_mil"] = Stream(d, heads, layers, dropout)
+            self.stream_names.append("p")
+        s = len(self.stream_names)
+        self.missing = nn.ParameterDict({k: nn.Parameter(torch.zeros(d)) for k in self.stream_names})
+        if fusion == "ufm":
+            self.uni = (nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=dropout, batch_first=True),
+                num_layers=fusion_layers, enable_nested_tensor=False) if fusion_layers > 0 else nn.Identity())
+        elif fusion != "concat":
+            raise ValueError(f"unknown fusion {fusion!r}")
+        self.mlp = nn.Sequential(nn.Linear(s * d, d), nn.ReLU(), nn.Linear(d, d), nn.ReLU())
+        self.head = nn.Linear(d, n_bins)
+        self.dense = nn.ModuleDict({k: nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_bins))
+                                    for k in self.stream_names})
+        self.groups: dict[str, list[list[int]]] = {}
+
+    def _fill(self, name: str, v: Tensor, present: Tensor) -> Tensor:
+        return torch.where(present.unsqueeze(-1), v, self.missing[name].expand_as(v))
+
+    def forward(self, batch: Batch) -> dict[str, Any]:
+        """Returns ``logits`` (B, K), per-stream ``dense`` logits, ``orth`` penalty and stream vectors."""
+        vec: dict[str, Tensor] = {}
+        tokens: dict[str, Tensor] = {}
+        present: dict[str, Tensor] = {}
+        for m in self.tab_names:
+            xm = batch[m]
+            tokens[m] = self.tab_enc[m](xm["groups"])
+            present[m] = xm["present"]
+            vec[m] = self._fill(m, self.streams[m](tokens[m]), present[m])
+        orth = tokens[self.tab_names[0]].sum() * 0.0 if self.tab_names else torch.zeros(())
+        if self.bag_name is not None:
+            xb = batch[self.bag_name]
+            mask, pres = xb["mask"], xb["present"]
+            patches = self.patch_enc(xb["x"])
+            w = mask.float().unsqueeze(-1)
+            p_mean = (patches * w).sum(1) / w.sum(1).clamp(min=1.0)
+            guided = []
+            for m in self.tab_names:
+                if self.coattention != "ot":
+                    break
+                pg = ot_coattention(tokens[m], patches, mask, *self.ot)
+                both = pres & present[m]
+                v = self._fill(f"p_{m}", self.streams[f"p_{m}"](pg), both)
+                vec[f"p_{m}"] = v
+                guided.append(v)
+            if self.tab_names:
+                r = self.projector(p_mean)
+                if self.use_rod and guided:
+                    o = r - sum(guided)
+                    f_p = self.fusor(r + o)
+                    orth = orthogonality_loss(o[pres], [g[pres] for g in guided]) if pres.any() else orth
+                else:
+                    f_p = self.fusor(r)
+            else:
+                safe_mask = mask | ~mask.any(1, keepdim=True)
+                f_p = self.streams["p_mil"](patches, safe_mask)
+            vec["p"] = self._fill("p", f_p, pres)
+        stack = torch.stack([vec[k] for k in self.stream_names], dim=1)
+        if self.fusion == "ufm":
+            stack = self.uni(stack)
+        h = self.mlp(stack.flatten(1))
+        return {"logits": self.head(h), "dense": {k: self.dense[k](vec[k]) for k in self.stream_names},
+                "orth": orth, "vectors": vec}
+
+
+# ---------------------------------------------------------------------------------------------
+# data -> tensors
+
+
+def as_time_event(y: Any, X: SurvivalDataset | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(time, event) from a sksurv structured array, a (time, event) pair, or the dataset itself."""
+    if y is None:
+        if X is None:
+            raise UserError("no survival labels given", "pass y=(time, event) or a SurvivalDataset")
+        return X.time, X.event
+    if isinstance(y, np.ndarray) and y.dtype.names:
+        ev, t = y.dtype.names[:2]
+        return np.ascontiguousarray(y[t], dtype=float), np.ascontiguousarray(y[ev], dtype=bool)
+    if isinstance(y, (tuple, list)) and len(y) == 2:
+        return np.ascontiguousarray(y[0], dtype=float), np.ascontiguousarray(y[1], dtype=bool)
+    raise UserError("y must be a sksurv structured array or (time, event)", "use sksurv.util.Surv.from_arrays")
+
+
+class Standardizer:
+    """Per-modality mean/std fitted on the training patients who have the modality."""
+
+    def __init__(self) -> None:
+        self.stats_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def fit(self, data: SurvivalDataset) -> Standardizer:
+        for m, mod in data.modalities.items():
+            if mod.kind == "tabular":
+                x = mod.x[mod.present] if mod.present.any() else mod.x
+            else:
+                x = mod.x[mod.mask] if mod.mask.any() else mod.x.reshape(-1, mod.dim)
+            mu, sd = x.mean(0), x.std(0)
+            self.stats_[m] = (mu, np.where(sd > 1e-8, sd, 1.0))
+        return self
+
+    def to_batch(self, data: SurvivalDataset, device: torch.device | str = "cpu") -> Batch:
+        out: Batch = {}
+        for m, mod in data.modalities.items():
+            if m not in self.stats_:
+                continue
+            mu, sd = self.stats_[m]
+            x = (mod.x - mu) / sd
+            if mod.kind == "tabular":
+                x = np.where(mod.present[:, None], x, 0.0)
+                dmax = max(len(g) for g in mod.groups)
+                grouped = np.zeros((x.shape[0], len(mod.groups), dmax), dtype=np.float32)
+                for j, g in enumerate(mod.groups):
+                    grouped[:, j, : len(g)] = x[:, g]
+                d = {"groups": torch.as_tensor(grouped, device=device),
+                     "flat": torch.as_tensor(x, dtype=torch.float32, device=device)}
+            else:
+                x = np.where(mod.mask[..., None], x, 0.0)
+                d = {"x": torch.as_tensor(x, dtype=torch.float32, device=device),
+                     "mask": torch.as_tensor(mod.mask, device=device)}
+            d["present"] = torch.as_tensor(mod.present, device=device)
+            out[m] = d
+        return out
+
+
+def _index_batch(batch: Batch, idx: Tensor) -> Batch:
+    return {m: {k: v[idx] for k, v in d.items()} for m, d in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# estimators
+
+
+class NeuralSurvivalEstimator:
+    """sklearn-style base of the neural survival models (discrete-time hazard or Cox head).
+
+    Subclasses implement :meth:`_build` (the network) and may override :meth:`_loss`.
+
+    Args:
+        n_bins: Discrete time bins K (quartiles of training event times by default).
+        loss: ``"bnll"`` (balanced NLL), ``"nll"`` or ``"cox"``.
+        alpha: NLL weight on uncensored patients.
+        beta: Balanced/plain mix of the balanced NLL.
+        epochs: Training epochs (the model after the last epoch is evaluated: no test-fold selection).
+        batch_size: Patients per step (the code's gradient accumulation of 32).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        balanced_sampler: Sample patients inversely to the size of their (bin, censored) stratum.
+        random_state: Seed of initialisation, dropout and sampling.
+        device: Torch device.
+    """
+
+    def __init__(
+        self, n_bins: int = 4, loss: str = "bnll", alpha: float = 0.0, beta: float = 1.0, epochs: int = 30,
+        batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-5, balanced_sampler: bool = True,
+        random_state: int = 0, device: str = "cpu",
+    ) -> None:
+        if n_bins < 2:
+            raise ValueError("n_bins must be >= 2")
+        if loss not in ("bnll", "nll", "cox"):
+            raise ValueError(f"loss must be 'bnll', 'nll' or 'cox', got {loss!r}")
+        if not 0.0 <= alpha <= 1.0 or not 0.0 <= beta <= 1.0:
+            raise ValueError("alpha and beta must be in [0, 1]")
+        if epochs < 1 or batch_size < 2 or lr <= 0 or weight_decay < 0:
+            raise ValueError("need epochs >= 1, batch_size >= 2, lr > 0, weight_decay >= 0")
+        self.n_bins, self.loss, self.alpha, self.beta = n_bins, loss, alpha, beta
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
+
+    # -- to implement ---------------------------------------------------------------------------
+    def _build(self, data: SurvivalDataset) -> nn.Module:
+        raise NotImplementedError
+
+    def _forward(self, batch: Batch) -> dict[str, Any]:
+        out = self.net_(batch)
+        return out if isinstance(out, dict) else {"logits": out}
+
+    def _loss(self, out: dict[str, Any], y: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        return self._surv_loss(out["logits"], y, c, t)
+
+    def _surv_loss(self, logits: Tensor, y: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        if self.loss == "cox":
+            return cox_ph_loss(logits.squeeze(-1), t, 1 - c)
+        if self.loss == "nll":
+            return nll_loss(logits, y, c, self.alpha)
+        return balanced_nll_loss(logits, y, c, self.alpha, self.beta)
+
+    # -- sklearn API ----------------------------------------------------------------------------
+    def _select(self, X: SurvivalDataset) -> SurvivalDataset:
+        return X
+
+    def fit(self, X: SurvivalDataset, y: Any = None) -> NeuralSurvivalEstimator:
+        """Train on dataset ``X`` with labels ``y`` (default: ``X.time``/``X.event``)."""
+        if not isinstance(X, SurvivalDataset):
+            raise UserError(f"X must be a SurvivalDataset, got {type(X).__name__}",
+                            "build one with trustlab.data.survival.load_survival_csv or load_survival_dataset")
+        time, event = as_time_event(y, X)
+        if not event.any():
+            raise UserError("all training patients are censored", "a survival model needs some events")
+        X = self._select(X)
+        self.cuts_ = fit_time_bins(time, event, self.n_bins)
+        self.time_range_ = (float(time.min()), float(time.max()))
+        ybin = discretize(time, self.cuts_)
+        self.scaler_ = Standardizer().fit(X)
+        dev = torch.device(self.device)
+        fork = torch.random.fork_rng(devices=[]) if dev.type == "cpu" else contextlib.nullcontext()
+        with fork:
+            torch.manual_seed(self.random_state)
+            gen = torch.Generator().manual_seed(self.random_state)
+            self.net_ = self._build(X).to(dev)
+            batch = self.scaler_.to_batch(X, dev)
+            yt = torch.as_tensor(ybin, device=dev)
+            ct = torch.as_tensor(~event, dtype=torch.float32, device=dev)
+            tt = torch.as_tensor(time, dtype=torch.float32, device=dev)
+            n = len(X)
+            if self.balanced_sampler and self.loss != "cox":
+                strata = ybin * 2 + (~event).astype(int)
+                counts = np.bincount(strata, minlength=2 * self.n_bins).astype(float)
+                weights = torch.as_tensor(1.0 / counts[strata], dtype=torch.float64)
+            else:
+                weights = None
+            opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            bs = n if self.loss == "cox" and self.batch_size >= n else min(self.batch_size, n)
+            self.loss_curve_: list[float] = []
+            self.net_.train()
+            for _ in range(self.epochs):
+                if weights is not None:
+                    perm = torch.multinomial(weights, n, replacement=True, generator=gen)
+                else:
+                    perm = torch.randperm(n, generator=gen)
+                total = 0.0
+                for s in range(0, n - 1, bs):
+                    idx = perm[s:s + bs].to(dev)
+                    if idx.numel() < 2:
+                        continue
+                    out = self._forward(_index_batch(batch, idx))
+                    loss = self._loss(out, yt[idx], ct[idx], tt[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * idx.numel()
+                self.loss_curve_.append(total / n)
+        self.net_.eval()
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "net_"):
+            raise UserError(f"{type(self).__name__} is not fitted", "call fit(X, y) first")
+
+    @torch.no_grad()
+    def _logits(self, X: SurvivalDataset) -> Tensor:
+        self._check()
+        X = self._select(X)
+        return self._forward(self.scaler_.to_batch(X, torch.device(self.device)))["logits"].cpu()
+
+    def predict(self, X: SurvivalDataset) -> np.ndarray:
+        """Risk scores (higher = earlier event): ``-sum_k S_k`` (or the Cox log-risk)."""
+        logits = self._logits(X)
+        if self.loss == "cox":
+            return logits.squeeze(-1).numpy().astype(float)
+        return risk_from_logits(logits).numpy().astype(float)
+
+    def predict_survival_function(self, X: SurvivalDataset, times: Sequence[float] | None = None) -> np.ndarray:
+        """Survival probabilities ``S(t | x)`` at ``times`` (default: the bin edges), shape (n, len(times)).
+
+        Discrete-time models: a step function, ``S(t) = prod_{j: edge_j <= t} (1 - h_j)`` where
+        ``edge_j`` is the upper edge of bin j (the last bin never closes). Cox models: the risk is
+        converted with a Breslow baseline fitted on the training data (see :class:`DeepSurv`).
+        """
+        logits = self._logits(X)
+        if self.loss == "cox":
+            raise UserError("Cox-head models need a baseline hazard", "use DeepSurv.predict_survival_function")
+        _, s = hazards_to_survival(logits)
+        s = s.numpy().astype(float)
+        ts = np.asarray(self.cuts_ if times is None else times, float)
+        n_closed = np.searchsorted(self.cuts_, ts, side="right")  # bins whose upper edge <= t
+        full = np.concatenate([np.ones((s.shape[0], 1)), s], axis=1)
+        return full[:, n_closed]
+
+    def score(self, X: SurvivalDataset, y: Any = None) -> float:
+        """Harrell's C-index of :meth:`predict` on ``X``."""
+        time, event = as_time_event(y, X)
+        return harrell_c_index(time, event, self.predict(X))
+
+
+class ICFNet(NeuralSurvivalEstimator):
+    """ICFNet estimator: ``ICFNet(...).fit(data).predict(data)``.
+
+    Args:
+        modalities: Modalities to use (None = all of the dataset's).
+        d: Hidden size (256 in the paper; 32 at CPU scale).
+        heads: Attention heads.
+        layers: Transformer layers per stream (2 in the paper).
+        fusion_layers: Transformer layers in the unification module (2 in the paper).
+        dropout: Dropout (0.25).
+        use_rod: Residual orthogonal decomposition.
+        fusion: ``"ufm"`` or ``"concat"``.
+        coattention: ``"ot"`` or ``"none"``.
+        dense_weight: Weight of each per-stream ("dense") head's loss (0.1 in the code).
+        orth_weight: Weight of the orthogonality penalty (0.1 in the code).
+        ot_reg: Sinkhorn entropic regularisation (0.1 for BRCA in the code).
+        ot_reg_m: Sinkhorn marginal relaxation (0.5).
+        ot_iters: Sinkhorn iterations.
+        **kwargs: :class:`NeuralSurvivalEstimator` arguments (loss, epochs, lr...).
+
+    Example:
+        >>> from trustlab.data.survival import make_synthetic_multimodal
+        >>> data = make_synthetic_multimodal(n=60, seed=0)
+        >>> model = ICFNet(epochs=1, d=8).fit(data)
+        >>> model.predict(data).shape
+        (60,)
+    """
+
+    def __init__(
+        self, modalities: Sequence[str] | None = None, d: int = 32, heads: int = 2, layers: int = 1,
+        fusion_layers: int = 1, dropout: float = 0.25, use_rod: bool = True, fusion: str = "ufm",
+        coattention: str = "ot", dense_weight: float = 0.1, orth_weight: float = 0.1, ot_reg: float = 0.1,
+        ot_reg_m: float = 0.5, ot_iters: int = 50, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if d < 2 or heads < 1 or d % heads:
+            raise ValueError("d must be >= 2 and divisible by heads")
+        if layers < 0 or fusion_layers < 0:
+            raise ValueError("layers must be >= 0")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        if fusion not in ("ufm", "concat"):
+            raise ValueError(f"fusion must be 'ufm' or 'concat', got {fusion!r}")
+        if coattention not in ("ot", "none"):
+            raise ValueError(f"coattention must be 'ot' or 'none', got {coattention!r}")
+        if dense_weight < 0 or orth_weight < 0 or ot_reg <= 0 or ot_reg_m <= 0 or ot_iters < 1:
+            raise ValueError("weights must be >= 0 and OT parameters > 0")
+        self.modalities = None if modalities is None else list(modalities)
+        self.d, self.heads, self.layers, self.fusion_layers, self.dropout = d, heads, layers, fusion_layers, dropout
+        self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
+        self.dense_weight, self.orth_weight = dense_weight, orth_weight
+        self.ot_reg, self.ot_reg_m, self.ot_iters = ot_reg, ot_reg_m, ot_iters
+
+    def _select(self, X: SurvivalDataset) -> SurvivalDataset:
+        return X if self.modalities is None else X.only(self.modalities)
+
+    def _build(self, data: SurvivalDataset) -> nn.Module:
+        tab = {m: [len(g) for g in mod.groups] for m, mod in data.modalities.items() if mod.kind == "tabular"}
+        bags = [m for m, mod in data.modalities.items() if mod.kind == "bag"]
+        if len(bags) > 1:
+            raise UserError(f"ICFNet takes one bag modality, got {', '.join(bags)}", "merge the patch features")
+        k = 1 if self.loss == "cox" else self.n_bins
+        return ICFNetModule(
+            tab, data.modalities[bags[0]].dim if bags else None, bags[0] if bags else "pathology", k, self.d,
+            self.heads, self.layers, self.fusion_layers, self.dropout, self.use_rod, self.fusion, self.coattention,
+            self.ot_reg, self.ot_reg_m, self.ot_iters,
+        )
+
+    def _loss(self, out: dict[str, Any], y: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        loss = self._surv_loss(out["logits"], y, c, t)
+        if self.dense_weight > 0 and out["dense"]:
+            dense = torch.cat(list(out["dense"].values()), dim=0)  # all per-stream heads in one loss call
+            s = len(out["dense"])
+            loss = loss + self.dense_weight * s * self._surv_loss(dense, y.repeat(s), c.repeat(s), t.repeat(s))
+        if self.orth_weight > 0:
+            loss = loss + self.orth_weight * out["orth"]
+        return loss

@@ -1,0 +1,215 @@
+"""ICFNet: losses, OT, survival outputs, data loaders and the smoke-scale run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trustlab.data.survival import (
+    load_patch_bags,
+    load_survival_csv,
+    load_survival_dataset,
+    make_synthetic_multimodal,
+)
+from trustlab.errors import UserError
+from trustlab.metrics.survival import harrell_c_index
+from trustlab.systems.icfnet.baselines import DeepSurv, LateFusion, breslow_baseline
+from trustlab.systems.icfnet.losses import (
+    balanced_nll_loss,
+    cox_ph_loss,
+    discretize,
+    fit_time_bins,
+    nll_loss,
+    orthogonality_loss,
+    sinkhorn_unbalanced,
+)
+from trustlab.systems.icfnet.method import ICFNet, ICFNetModule
+
+K = 4
+
+
+def _manual_nll(h: np.ndarray, y: int, c: int, balanced: bool) -> float:
+    """Likelihood written out factor by factor (independent of the vectorised code)."""
+    factors = []
+    if c == 0:
+        factors += [1 - h[j] for j in range(y)] + [h[y]]
+        if balanced:
+            factors += [1 - h[y - 1] if y > 0 else 1.0] * (K - 1 - y)
+    else:
+        factors += [1 - h[j] for j in range(y + 1)]
+        if balanced:
+            factors += [1 - h[y]] * (K - 1 - y)
+    return -sum(math.log(max(f, 1e-7)) for f in factors)
+
+
+def test_nll_and_balanced_nll_match_written_out_likelihood() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2 * K, K, generator=g)
+    y = torch.tensor(list(range(K)) * 2)
+    c = torch.tensor([0] * K + [1] * K)
+    h = torch.sigmoid(logits).numpy()
+    for balanced, fn in [(False, nll_loss), (True, balanced_nll_loss)]:
+        ref = np.mean([_manual_nll(h[i], int(y[i]), int(c[i]), balanced) for i in range(2 * K)])
+        assert float(fn(logits, y, c)) == pytest.approx(ref, rel=1e-5)
+    # beta = 0 -> plain NLL; no padding for uncensored y in {0, K-1} and censored y = K-1
+    assert float(balanced_nll_loss(logits, y, c, beta=0.0)) == pytest.approx(float(nll_loss(logits, y, c)), rel=1e-6)
+    for i in (0, K - 1, 2 * K - 1):
+        sl = slice(i, i + 1)
+        assert float(balanced_nll_loss(logits[sl], y[sl], c[sl])) == pytest.approx(float(nll_loss(logits[sl], y[sl], c[sl])))
+
+
+def test_cox_loss_matches_hand_computation() -> None:
+    risk = torch.tensor([0.5, -0.2, 1.0, 0.0])
+    time = torch.tensor([3.0, 1.0, 2.0, 4.0])
+    event = torch.tensor([1, 1, 0, 1])
+    r = risk.numpy()
+    ref = -np.mean([r[1] - np.log(np.exp(r).sum()), r[0] - np.log(np.exp(r[[0, 3]]).sum()), r[3] - r[3]])
+    assert float(cox_ph_loss(risk, time, event)) == pytest.approx(ref, rel=1e-6)
+
+
+def test_bins_fit_on_events_and_discretize() -> None:
+    cuts = fit_time_bins(np.array([1, 2, 3, 4, 5, 100.0]), np.array([1, 1, 1, 1, 1, 0], bool), 4)
+    assert cuts.shape == (3,) and np.all(np.diff(cuts) > 0) and cuts.max() < 5
+    assert discretize(np.array([0.5, 2.5, 1000]), cuts).tolist() == [0, 1, 3]
+
+
+def test_sinkhorn_matches_pot_or_marginals() -> None:
+    g = torch.Generator().manual_seed(1)
+    cost = torch.rand(2, 50, 6, generator=g, dtype=torch.float64)
+    a = torch.full((2, 50), 1 / 50, dtype=torch.float64)
+    b = torch.full((2, 6), 1 / 6, dtype=torch.float64)
+    plan = sinkhorn_unbalanced(cost, a, b, reg=0.1, reg_m=0.5, n_iter=100)
+    assert (plan >= 0).all() and float(plan[0].sum()) > 0
+    try:
+        import ot
+    except ImportError:  # POT is optional: check a balanced-limit property instead
+        plan_b = sinkhorn_unbalanced(cost, a, b, reg=0.1, reg_m=1e4, n_iter=2000)
+        np.testing.assert_allclose(plan_b.sum(2).numpy(), a.numpy(), atol=1e-3)
+        return
+    ref = ot.unbalanced.sinkhorn_knopp_unbalanced(a[0].numpy(), b[0].numpy(), cost[0].numpy(), 0.1, 0.5, numItermax=100,
+                                                 stopThr=0)
+    np.testing.assert_allclose(plan[0].numpy(), ref, atol=1e-5)
+
+
+def test_rod_identity_and_orthogonality_range() -> None:
+    data = make_synthetic_multimodal(n=40, seed=0, patches=(8, 12), patch_dim=8)
+    model = ICFNet(epochs=1, d=8, random_state=0).fit(data)
+    net: ICFNetModule = model.net_
+    net.eval()
+    batch = model.scaler_.to_batch(data)
+    captured = {}
+    net.fusor.register_forward_hook(lambda m, inp, out: captured.setdefault("r_plus_o", inp[0]))
+    out = net(batch)
+    with torch.no_grad():
+        xb = batch["pathology"]
+        patches = net.patch_enc(xb["x"])
+        w = xb["mask"].float().unsqueeze(-1)
+        r = net.projector((patches * w).sum(1) / w.sum(1))
+        o = r - out["vectors"]["p_genomics"] - out["vectors"]["p_clinical"]
+    torch.testing.assert_close(captured["r_plus_o"], r + o)
+    assert 0.0 <= float(out["orth"].detach()) <= 2.0
+    assert float(orthogonality_loss(torch.ones(3, 4), [torch.ones(3, 4)])) == pytest.approx(1.0)
+
+
+def test_survival_functions_monotone_in_unit_interval_and_risk_orientation() -> None:
+    data = make_synthetic_multimodal(n=120, seed=0, patches=(8, 12), patch_dim=8, missing_pathology=0.2)
+    times = np.quantile(data.time, np.linspace(0.01, 0.99, 25))
+    for model in (ICFNet(epochs=3, d=8, random_state=0), LateFusion(epochs=2, d=8), DeepSurv(epochs=3)):
+        model.fit(data)
+        s = model.predict_survival_function(data, times)
+        assert s.shape == (len(data), times.size)
+        assert np.all((s >= 0) & (s <= 1))
+        assert np.all(np.diff(s, axis=1) <= 1e-12)
+        risk = model.predict(data)
+        assert np.isfinite(risk).all()
+        assert model.score(data) == pytest.approx(harrell_c_index(data.time, data.event, risk))
+    # higher risk = lower survival for the discrete-time model
+    m = ICFNet(epochs=3, d=8, random_state=0).fit(data)
+    s_mean = m.predict_survival_function(data, times).mean(1)
+    assert np.corrcoef(s_mean, m.predict(data))[0, 1] < 0
+
+
+def test_estimator_api_and_validation() -> None:
+    data = make_synthetic_multimodal(n=60, seed=2, patches=(8, 10), patch_dim=4)
+    with pytest.raises(ValueError):
+        ICFNet(d=7, heads=2)
+    with pytest.raises(ValueError):
+        ICFNet(loss="hinge")
+    with pytest.raises(UserError, match="not fitted"):
+        ICFNet().predict(data)
+    with pytest.raises(UserError, match="no modality"):
+        ICFNet(modalities=["text"], epochs=1).fit(data)
+    from sksurv.util import Surv
+
+    m = ICFNet(epochs=1, d=4, heads=1, modalities=["genomics", "clinical"]).fit(data, Surv.from_arrays(data.event, data.time))
+    assert m.predict(data).shape == (60,)
+    t, s = breslow_baseline(np.array([1.0, 2, 3]), np.array([True, True, False]), np.zeros(3))
+    np.testing.assert_allclose(s, [1 / 3, 1 / 3 + 1 / 2])
+
+
+def test_embedded_and_synthetic_data() -> None:
+    bc = load_survival_dataset("breast_cancer")
+    assert len(bc) == 198 and int(bc.event.sum()) == 51
+    assert set(bc.modalities) == {"genomics", "clinical"} and bc.modalities["genomics"].dim == 76
+    assert sum(len(g) for g in bc.modalities["genomics"].groups) == 76
+    with pytest.raises(UserError, match="did you mean"):
+        load_survival_dataset("breast_cancr")
+    syn = make_synthetic_multimodal(n=300, seed=0, patches=(8, 12), patch_dim=8)
+    assert 0.5 < syn.event.mean() < 0.7
+    assert harrell_c_index(syn.time, syn.event, syn.true_risk) > 0.75  # the known signal is recoverable
+
+
+def test_user_csv_and_patch_loaders(tmp_path) -> None:
+    import pandas as pd
+
+    from trustlab.utils.io import save_tensors
+
+    ids = ["A", "B", "C", "D"]
+    pd.DataFrame({"patient_id": ids, "time": [1.0, 2, 3, 4], "event": [1, 0, 1, 1], "age": [50, 60, 70, 40],
+                  "chemo": ["yes", "no", "yes", "no"]}).to_csv(tmp_path / "clin.csv", index=False)
+    pd.DataFrame({"patient_id": ["A", "B", "C", "Z"], "g1": [0.1, 0.2, 0.3, 0.4], "g2": [1.0, 2, 3, 4]}).to_csv(
+        tmp_path / "gen.csv", index=False)
+    pdir = tmp_path / "patches"
+    pdir.mkdir()
+    np.save(pdir / "A.npy", np.ones((5, 3), np.float32))
+    save_tensors(pdir / "B.safetensors", {"features": torch.zeros(7, 3)})
+    np.save(pdir / "Q.npy", np.ones((2, 3), np.float32))  # unknown id -> ignored with a warning
+    data = load_survival_csv(tmp_path / "clin.csv", genomics_csv=tmp_path / "gen.csv", patch_dir=pdir,
+                             clinical_groups={"demographics": ["age"], "treatment": ["chemo"]},
+                             gene_groups={"pathway": ["g1", "g2"]})
+    assert data.modalities["genomics"].present.tolist() == [True, True, True, False]
+    path = data.modalities["pathology"]
+    assert path.present.tolist() == [True, True, False, False]
+    assert path.mask.sum(1).tolist() == [5, 7, 0, 0]
+    assert ICFNet(epochs=1, d=4, heads=1, batch_size=4).fit(data).predict(data).shape == (4,)
+    with pytest.raises(UserError, match="matches a patient id"):
+        load_patch_bags(pdir, ["X", "Y"])
+    with pytest.raises(UserError, match="no patch file"):
+        load_patch_bags(pdir, ["A", "B", "C"], require_all=True)
+    with pytest.raises(UserError, match="does not exist"):
+        load_patch_bags(tmp_path / "nope", ids)
+    with pytest.raises(UserError, match="no column 'time'"):
+        load_survival_csv(tmp_path / "gen.csv")
+    (pdir / "C.h5").write_bytes(b"not hdf5")
+    try:
+        import h5py  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="h5py"):
+            load_patch_bags(pdir, ids)
+
+
+def test_smoke_run_paper_ordering(tmp_path) -> None:
+    from trustlab.runner import run_system
+
+    rec, out = run_system("icfnet", "smoke", out=tmp_path / "run")
+    assert (out / "results.json").is_file()
+    mean = {s["method"]: s["c_index_mean"] for s in rec.summary}
+    assert all(0.0 <= v <= 1.0 for v in mean.values())
+    # the paper's ordering at smoke scale on a fixed seed: ICFNet above every single modality and late fusion
+    for m in ("only_genomics", "only_pathology", "only_clinical", "late_fusion"):
+        assert mean["icfnet"] > mean[m], (m, mean)
+    assert any(p.startswith("plots/km_synthetic") for p in rec.plots)
+    assert {c["id"] for c in rec.claims} >= {"C1", "C4_synthetic"}
