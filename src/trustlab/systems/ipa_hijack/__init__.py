@@ -1,0 +1,14 @@
+"""IP-Adapter hijacking: image-space adversarial examples against IP-Adapter's image encoder, and defenses."""
+
+from trustlab.systems.base import SystemSpec
+
+SYSTEM = SystemSpec(
+    name="ipa-hijack",
+    title="IP-Adapter hijacking attack and the adversarially trained encoder defense",
+    paper="Chen, Dong and Xie, Mind the Trojan Horse: Image Prompt Adapter Enabling Scalable and Deceptive "
+          "Jailbreaking, CVPR 2025 (arXiv:2504.05838)",
+    config="trustlab.systems.ipa_hijack.config:Config",
+    run="trustlab.systems.ipa_hijack.experiment:run",
+    headline=[("none", "success_rate"), ("adv_encoder", "success_rate")],
+    status="reproduced (tiny pipeline)",
+)

@@ -1,0 +1,161 @@
+"""IP-Adapter hijacking experiment: success rate vs eps for the attack against each defense.
+
+Per seed: a target concept and one target image are drawn; ``n_src`` benign uploads of the other
+concepts are attacked (white-box on the encoder the service uses: the original one, or the FARE
+encoder for ``adv_encoder``; JPEG/noise are applied after the attack, unknown to the attacker), saved
+as 8-bit images, passed through the defense, embedded, and fed to the IP-Adapter generator; the judge
+classifies each generation. Settings: ``eps=<k>/255``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from trustlab.diffusion.image_io import image_grid, write_png
+from trustlab.diffusion.ip_adapter import image_embeds
+from trustlab.diffusion.pgd import quantize_toward
+from trustlab.metrics.image import psnr
+from trustlab.reporting import RunRecord
+from trustlab.runner import RunContext
+from trustlab.systems.ipa_hijack.baselines import fare_finetune, make_defense
+from trustlab.systems.ipa_hijack.config import Config
+from trustlab.systems.ipa_hijack.data import CONCEPTS, render, sample
+from trustlab.systems.ipa_hijack.method import HijackAttack
+from trustlab.systems.ipa_hijack.models import ServiceSpec, load_service
+from trustlab.utils.cache import cache_path
+from trustlab.utils.io import load_tensors, save_tensors
+from trustlab.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+DEFENSES = ("none", "jpeg", "noise", "adv_encoder")
+
+
+def eps_name(eps: float) -> str:
+    """``eps=8/255`` style setting name."""
+    return f"eps={round(eps * 255, 2):g}/255"
+
+
+def robust_encoder(cfg: Config, spec: ServiceSpec, encoder: Any) -> Any:
+    """The FARE encoder (cached by service recipe + FARE recipe)."""
+    import copy
+
+    recipe = {"service": spec.recipe("encoder"), "fare_steps": cfg.fare_steps, "fare_eps": cfg.fare_eps,
+              "inner": cfg.fare_inner_steps, "v": 1}
+    path = cache_path("ipa-hijack", recipe)
+    if path.is_file():
+        enc = copy.deepcopy(encoder)
+        enc.load_state_dict(load_tensors(path)[0])
+        return enc.eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(spec.seed + 97)
+    enc = fare_finetune(encoder, lambda n: sample(n, spec.image_size, g)[0], cfg.fare_steps, cfg.fare_eps,
+                        cfg.fare_inner_steps, seed=spec.seed + 97)
+    save_tensors(path, {k: v.clone() for k, v in enc.state_dict().items()}, {"recipe": recipe})
+    return enc
+
+
+@torch.no_grad()
+def generate_and_judge(service: dict[str, Any], encoder: Any, uploads: torch.Tensor, steps: int,
+                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generations from ``uploads`` (already defended) and the judge's labels."""
+    emb = image_embeds(encoder, uploads)
+    out = service["generator"].generate(emb, steps=steps, generator=torch.Generator().manual_seed(seed))
+    return out, service["judge"](out).argmax(1)
+
+
+def run(cfg: Config, ctx: RunContext) -> RunRecord:
+    """Every (eps, defense, seed): success rate, target cosine, clean quality; claims at the default eps."""
+    rec = ctx.record(cfg)
+    spec = ServiceSpec(image_size=cfg.image_size, encoder_steps=cfg.encoder_steps,
+                       generator_steps=cfg.generator_steps, generator_channels=tuple(cfg.generator_channels),
+                       classifier_steps=cfg.classifier_steps)
+    service = load_service(spec)
+    encoders = {"orig": service["encoder"], "fare": robust_encoder(cfg, spec, service["encoder"])}
+    k = len(CONCEPTS)
+    grid: list[list[torch.Tensor]] = []
+    for seed in cfg.seeds:
+        g = torch.Generator().manual_seed(10_000 + seed)
+        target_label = seed % k
+        target = render(torch.tensor([target_label]), cfg.image_size, g)
+        x, y = sample(cfg.n_src, cfg.image_size, g, exclude=target_label)
+        x = torch.round(x * 255) / 255
+
+        for defense in DEFENSES:
+            enc = encoders["fare" if defense == "adv_encoder" else "orig"]
+
+            def clean_unit(defense: str = defense, enc: Any = enc, seed: int = seed, x: torch.Tensor = x,
+                           y: torch.Tensor = y, target_label: int = target_label) -> dict[str, Any]:
+                transform = make_defense(defense, cfg.jpeg_quality, cfg.noise_sigma, torch.Generator().manual_seed(seed))
+                _, pred = generate_and_judge(service, enc, transform(x), cfg.sample_steps, seed)
+                return {"clean_quality": float((pred == y).float().mean()),
+                        "clean_target_rate": float((pred == target_label).float().mean()),
+                        "embed_drift_cos": float(F.cosine_similarity(image_embeds(enc, x),
+                                                                     image_embeds(encoders["orig"], x)).mean())}
+
+            clean = ctx.unit(f"clean/{defense}/seed={seed}", clean_unit, seed=seed)
+            for eps in cfg.eps_list:
+                def unit(defense: str = defense, enc: Any = enc, seed: int = seed, eps: float = eps,
+                         x: torch.Tensor = x, target: torch.Tensor = target,
+                         target_label: int = target_label) -> dict[str, Any]:
+                    attack = HijackAttack(eps, cfg.attack_steps)
+                    x_adv = quantize_toward(x, attack(enc, x, target, torch.Generator().manual_seed(seed)), eps)
+                    transform = make_defense(defense, cfg.jpeg_quality, cfg.noise_sigma,
+                                             torch.Generator().manual_seed(seed + 1))
+                    uploaded = transform(x_adv)
+                    gen, pred = generate_and_judge(service, enc, uploaded, cfg.sample_steps, seed)
+                    with torch.no_grad():
+                        e_t = image_embeds(enc, target)
+                        cos = F.cosine_similarity(image_embeds(enc, uploaded), e_t).mean()
+                        cos_clean = F.cosine_similarity(image_embeds(enc, transform(x)), e_t).mean()
+                    return {"success_rate": float((pred == target_label).float().mean()),
+                            "target_cos": float(cos), "clean_target_cos": float(cos_clean),
+                            "pert_psnr": float(psnr(x_adv, x).mean()),
+                            "linf_255": float((x_adv - x).abs().max() * 255),
+                            "images": [x[:4].tolist(), x_adv[:4].tolist(), gen[:4].tolist()]
+                            if seed == cfg.seeds[0] and abs(eps - cfg.default_eps) < 1e-9 else None}
+
+                res = ctx.unit(f"{eps_name(eps)}/{defense}/seed={seed}", unit, seed=seed)
+                imgs = res.pop("images", None)
+                rec.add_row(eps_name(eps), defense, seed, **res, **clean, chance=1.0 / k)
+                if imgs:
+                    src, adv, gen = (torch.tensor(t) for t in imgs)
+                    if not grid:
+                        grid += [list(src), list(adv), [target[0]] * len(src)]
+                    grid.append(list(gen))
+    if grid:
+        big = [[F.interpolate(im[None], scale_factor=4, mode="nearest")[0] for im in row] for row in grid]
+        write_png(ctx.out / "plots" / "grid.png", image_grid(big))
+        rec.plots.append("plots/grid.png")
+        rec.notes.append("plots/grid.png rows: clean uploads, adversarial uploads, target image, then the generations "
+                         f"at {eps_name(cfg.default_eps)} under each defense in order {', '.join(DEFENSES)}")
+    _claims(rec, cfg, k)
+    return rec
+
+
+def _claims(rec: RunRecord, cfg: Config, k: int) -> None:
+    s = eps_name(cfg.default_eps)
+
+    def m(method: str, metric: str) -> float:
+        return rec.mean(method, metric, setting=s)
+
+    chance = 1.0 / k
+    none = m("none", "success_rate")
+    rec.add_claim("C1", f"The hijack succeeds far above chance (>= 2x chance and >= 0.5) on the undefended pipeline at {s}",
+                  none >= max(0.5, 2 * chance), success_rate=none, chance=chance,
+                  clean_target_rate=m("none", "clean_target_rate"), target_cos=m("none", "target_cos"),
+                  clean_target_cos=m("none", "clean_target_cos"))
+    rates = {d: m(d, "success_rate") for d in DEFENSES[1:]}
+    others = min(v for d, v in rates.items() if d != "adv_encoder")
+    q_none, q_adv = m("none", "clean_quality"), m("adv_encoder", "clean_quality")
+    rec.add_claim("C2", "The adversarially trained encoder cuts success the most among the defenses while keeping "
+                        "clean quality (within 0.1 of undefended)",
+                  rates["adv_encoder"] < others and q_adv >= q_none - 0.1,
+                  **{f"success_{d}": v for d, v in rates.items()}, success_none=none,
+                  clean_quality_none=q_none, clean_quality_adv_encoder=q_adv,
+                  clean_quality_jpeg=m("jpeg", "clean_quality"), clean_quality_noise=m("noise", "clean_quality"))
+    budget_ok = all(r.get("linf_255", 0) <= float(r["setting"].split("=")[1].split("/")[0]) + 1e-3 for r in rec.rows)
+    rec.add_claim("C3", "Every saved adversarial upload keeps ||delta||_inf <= eps (after 8-bit rounding)", budget_ok,
+                  max_linf_255=max(r.get("linf_255", 0) for r in rec.rows))
