@@ -257,3 +257,11 @@ def test_smoke_run_orders_methods(tmp_path) -> None:  # noqa: ANN001
     # the saved pruned model reloads with the right widths
     m = load_model(out / "models" / "sepprune_seed0")
     assert m.mask_groups() == rec.extra["counts"]["0"]
+
+
+@pytest.mark.parametrize("override", ["target_macs=1.5", "n_test_speakers=1", "source=tts", "model.arch=unet"])
+def test_bad_config_is_a_user_error(override: str, tmp_path) -> None:  # noqa: ANN001
+    from trustlab.runner import run_system
+
+    with pytest.raises(UserError):
+        run_system("sepprune", "smoke", overrides=[override], out=tmp_path / "x")

@@ -1,9 +1,11 @@
 """Speech-separation metrics: SI-SNR, SDR, their improvements, and permutation-invariant training.
 
 Definitions follow Le Roux et al., *SDR - half-baked or well done?* (ICASSP 2019) for SI-SNR
-(= SI-SDR) and the plain SNR-style SDR used by Conv-TasNet (Luo & Mesgarani, TASLP 2019, "SDRi"
-without the BSS-Eval distortion filter). Both are cross-checked against ``torchmetrics`` in
-``tests/metrics/test_audio.py``.
+(= SI-SDR) and BSS-Eval's SDR (Vincent et al. 2006) as reported by Conv-TasNet and SepPrune: the
+target may be distorted by a length-512 FIR filter before the residual counts as error (the
+``fast_bss_eval`` / ``torchmetrics.signal_distortion_ratio`` formulation). Plain SNR is also given;
+note that it is *not* meaningful for models trained with a scale-invariant loss. All are
+cross-checked against ``torchmetrics`` in ``tests/metrics/test_audio.py``.
 
 All functions take tensors of shape ``[..., time]`` and reduce over the last axis only.
 """
@@ -41,7 +43,7 @@ def si_snr(estimate: torch.Tensor, target: torch.Tensor, zero_mean: bool = True,
 
 
 def snr(estimate: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Plain SNR in dB, ``10 log10(|s|^2 / |s - s_hat|^2)`` (the "SDR" of Conv-TasNet's tables).
+    """Plain SNR in dB, ``10 log10(|s|^2 / |s - s_hat|^2)`` (scale-dependent).
 
     Args:
         estimate: ``[..., T]`` estimate.
@@ -53,6 +55,44 @@ def snr(estimate: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch
     if estimate.shape != target.shape:
         raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ in shape")
     return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((target - estimate).pow(2).sum(-1) + eps))
+
+
+def sdr(estimate: torch.Tensor, target: torch.Tensor, filter_length: int = 512, chunk: int = 16) -> torch.Tensor:
+    """BSS-Eval SDR in dB with a ``filter_length``-tap distortion filter (as torchmetrics/fast_bss_eval).
+
+    Solves the Toeplitz normal equations of the best FIR filter mapping ``target`` to ``estimate``
+    (float64) and returns ``10 log10(c / (1 - c))`` with ``c`` the explained energy fraction.
+
+    Args:
+        estimate: ``[..., T]``.
+        target: ``[..., T]``.
+        filter_length: Distortion filter taps (BSS-Eval default 512).
+        chunk: Signals solved at once (bounds memory: ``chunk * filter_length^2`` doubles).
+
+    Returns:
+        ``[...]`` SDR in dB.
+    """
+    if estimate.shape != target.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and target {tuple(target.shape)} differ in shape")
+    shape = estimate.shape[:-1]
+    est = estimate.reshape(-1, estimate.shape[-1]).double()
+    tgt = target.reshape(-1, target.shape[-1]).double()
+    est = est / est.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    tgt = tgt / tgt.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    n = est.shape[-1]
+    n_fft = 2 ** int(torch.ceil(torch.log2(torch.tensor(2.0 * n - 1))))
+    length = min(filter_length, n)
+    idx = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs()
+    out = []
+    for s in range(0, est.shape[0], chunk):
+        tf = torch.fft.rfft(tgt[s : s + chunk], n=n_fft)
+        ef = torch.fft.rfft(est[s : s + chunk], n=n_fft)
+        r = torch.fft.irfft(tf.real.pow(2) + tf.imag.pow(2), n=n_fft)[..., :length]
+        b = torch.fft.irfft(tf.conj() * ef, n=n_fft)[..., :length]
+        sol = torch.linalg.solve(r[..., idx], b.unsqueeze(-1)).squeeze(-1)
+        coh = (b * sol).sum(-1)
+        out.append(10 * torch.log10(coh / (1 - coh).clamp_min(1e-12)))
+    return torch.cat(out).to(estimate.dtype).reshape(shape)
 
 
 def _pairwise(metric, estimates: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
@@ -120,8 +160,8 @@ def si_snri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tenso
     return (best - base).mean(-1)
 
 
-def sdri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
-    """SDR (plain SNR) improvement over the mixture, per example, under the SI-SNR PIT permutation.
+def sdri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tensor, filter_length: int = 512) -> torch.Tensor:
+    """BSS-Eval SDR improvement over the mixture, per example, under the SI-SNR PIT permutation.
 
     Args:
         estimates: ``[B, S, T]``.
@@ -133,5 +173,5 @@ def sdri(estimates: torch.Tensor, targets: torch.Tensor, mixture: torch.Tensor) 
     """
     _, perm = pit_permutation(estimates, targets)
     est = reorder(estimates, perm)
-    base = snr(mixture.unsqueeze(1).expand_as(targets), targets)
-    return (snr(est, targets) - base).mean(-1)
+    base = sdr(mixture.unsqueeze(1).expand_as(targets).contiguous(), targets, filter_length)
+    return (sdr(est, targets, filter_length) - base).mean(-1)

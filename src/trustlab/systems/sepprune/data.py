@@ -6,6 +6,7 @@ See :mod:`trustlab.data.speech` for the data card.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +45,7 @@ def load_corpus(cfg: Config) -> SpeechCorpus:
     path = cache_path("sepprune-corpus", recipe)
     if path.is_file():
         tensors, meta = load_tensors(path)
-        names = [str(n) for n in __import__("json").loads(meta["names"])]
+        names = [str(n) for n in json.loads(meta["names"])]
         return SpeechCorpus(names, [tensors[f"s{i}"].numpy() for i in range(len(names))], str(recipe["source"]))
     corpus = build_corpus(cfg.n_speakers, cfg.sentences_per_speaker, cfg.data_seed, str(recipe["source"]))
     save_tensors(path, {f"s{i}": torch.from_numpy(a) for i, a in enumerate(corpus.audio)},

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from trustlab.errors import UserError
 from trustlab.reporting import RunRecord
 from trustlab.runner import RunContext
 from trustlab.systems.sepprune.analysis import (
@@ -42,6 +43,9 @@ log = get_logger(__name__)
 SETTING = "default"
 PRUNED = ("sepprune", "l1", "random")
 SR = 8000
+#: Unit results of version 1 hold a scale-dependent "SDRi" (plain SNR) that is meaningless for models
+#: trained with a scale-invariant loss; their SDR keys are dropped when a run is assembled.
+UNIT_VERSION = 2
 
 
 def dense_recipe(cfg: Config) -> dict[str, Any]:
@@ -67,9 +71,11 @@ def pretrained_dense(cfg: Config, data: ExperimentData, device: torch.device) ->
 
 
 def _eval(model: torch.nn.Module, data: ExperimentData, device: torch.device, prefix: str = "") -> dict[str, float]:
-    out = {f"{prefix}{k}": v for k, v in evaluate(model, *data.test, device=device).items()}
+    """SI-SNRi (and, for final figures, BSS-Eval SDRi) on the test set, SI-SNRi on real speech."""
+    with_sdr = not prefix
+    out = {f"{prefix}{k}": v for k, v in evaluate(model, *data.test, device=device, with_sdr=with_sdr).items()}
     if data.real is not None:
-        out[f"{prefix}si_snri_real_db"] = evaluate(model, *data.real, device=device)["si_snri_db"]
+        out[f"{prefix}si_snri_real_db"] = evaluate(model, *data.real, device=device, with_sdr=False)["si_snri_db"]
     return out
 
 
@@ -83,7 +89,7 @@ def _finetune(model: torch.nn.Module, cfg: Config, data: ExperimentData, seed: i
     for e in range(epochs):
         train(model, it, steps, cfg.finetune_lr, device=device, desc=f"fine-tune epoch {e + 1}")
         if curve:
-            points.append({"epoch": e + 1, **evaluate(model, *data.test, device=device)})
+            points.append({"epoch": e + 1, **evaluate(model, *data.test, device=device, with_sdr=e == 0)})
     return points
 
 
@@ -113,7 +119,7 @@ def _pruned_unit(method: str, dense: torch.nn.Module, cost: CostModel, cfg: Conf
     metrics.update(_eval(pruned, data, device))
     save_model(pruned.cpu(), ctx.out / "models" / f"{method}_seed{seed}", {"method": method, "seed": seed,
                                                                           "keep": {g: v.tolist() for g, v in keep.items()}})
-    return {"metrics": metrics, "counts": kept, **extra}
+    return {"metrics": metrics, "counts": kept, "v": UNIT_VERSION, **extra}
 
 
 def run(cfg: Config, ctx: RunContext) -> RunRecord:
@@ -125,8 +131,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     dense = pretrained_dense(cfg, data, device)
     dense.eval()
     cost = linear_cost_model(dense.cpu(), SR, build_model)
+    floor = (cost.base + sum(cost.cost.values())) / cost.dense
+    if cfg.target_macs < floor:
+        raise UserError(f"target_macs={cfg.target_macs} is below {floor:.3f}, the least a {cfg.model.arch} can reach by "
+                        f"pruning its groups {sorted(cost.cost)} to one channel each",
+                        f"raise target_macs above {floor:.3f}")
     dense.to(device)
-    base = _eval(dense, data, device)
+    base = {k[len("pre_"):]: v for k, v in _eval(dense, data, device, prefix="pre_").items()}
     rec.extra["dense_pretrained"] = base
     rec.extra["structure"] = module_breakdown(dense.cpu(), SR)
     rec.extra["dense_macs_per_second"] = cost.dense
@@ -146,7 +157,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             model = copy.deepcopy(dense)
             _finetune(model, cfg, data, s, device)
             return {"metrics": {"macs_ratio": 1.0, "params_ratio": 1.0, **{f"pre_{k}": v for k, v in base.items()},
-                                **_eval(model, data, device)}}
+                                **_eval(model, data, device)}, "v": UNIT_VERSION}
 
         res["dense"] = ctx.unit(f"{SETTING}/dense/seed={seed}", dense_unit, seed=seed)
 
@@ -158,7 +169,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             if data.real is not None:
                 first["si_snri_real_db"] = float("nan")
             return {"metrics": {"macs_ratio": cost.ratio(counts), "params_ratio": n_params(model) / n_params(dense),
-                                **pre, **first}, "curve": curve}
+                                **pre, **first}, "curve": curve, "v": UNIT_VERSION}
 
         res["scratch"] = ctx.unit(f"{SETTING}/scratch/seed={seed}", scratch_unit, seed=seed)
 
@@ -176,6 +187,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         hit = [p["epoch"] for p in curve if p["si_snri_db"] >= target]
         for method in ("dense", *PRUNED, "scratch"):
             m = {k: v for k, v in res[method]["metrics"].items() if v == v}  # drop NaN placeholders
+            if res[method].get("v") != UNIT_VERSION:
+                m = {k: v for k, v in m.items() if "sdri" not in k}
             m["latency_ratio"] = 1.0 if method == "dense" else ratio
             m["recovery"] = m["si_snri_db"] / dense_db if dense_db > 0 else 0.0
             if method == "scratch":
