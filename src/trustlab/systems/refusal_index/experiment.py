@@ -228,7 +228,7 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
     delta_ri, cv_ri = _delta(est), _cv(est)
     rec.add_claim(
         "C2", f"simulation: when only the refusal rate changes, RI stays stable (range <= {tol:g}) while every "
-              "refusal-rate-based metric moves more (larger |normalised change Δ| and coefficient of variation)",
+              "refusal-rate-based metric moves more (larger absolute normalised change Δ and coefficient of variation)",
         ri_range <= tol and all(abs(d) > abs(delta_ri) for d in delta.values()) and all(c > cv_ri for c in cvs.values()),
         ri_range=ri_range, delta_ri=delta_ri, cv_ri=cv_ri,
         **{f"delta_{m}": v for m, v in delta.items()}, **{f"cv_{m}": v for m, v in cvs.items()},
@@ -312,7 +312,8 @@ def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     for s, x in summ.items():
         if s.startswith("real;") and "refusal_rate_mean" in x:
             ax.plot([x["refusal_rate_mean"]], [x["accuracy_mean"]], "r^")
-            ax.annotate(s.split("prompt=")[-1], (x["refusal_rate_mean"], x["accuracy_mean"]), fontsize=7)
+            ax.annotate(f"{s.split('prompt=')[-1]} (real, own μ={x['would_be_error_rate_mean']:.2f})",
+                        (x["refusal_rate_mean"], x["accuracy_mean"]), fontsize=7)
     ax.set_xlabel("refusal rate")
     ax.set_ylabel("accuracy (correct / all)")
     ax.set_title(f"iso-RI curves (would-be error rate μ={mu:.2f})")
