@@ -133,3 +133,16 @@ def test_recorded_backend_replays_store(tiny_backend: Backend, tmp_path: Path) -
     assert [c.text for c in replay.generate(reqs)] == [c.text for c in first]
     path.write_text(path.read_text() + '{"key": "trunc')  # a write cut off mid-line is ignored
     assert len(ResponseStore(path, tiny_backend.name)) == 3
+
+
+def test_hf_backend_loads_a_saved_model_by_path(tiny_backend: Backend, tmp_path: Path) -> None:
+    from trustlab.errors import UserError
+    from trustlab.llm.hf import HFBackend
+
+    tiny_backend.model.save_pretrained(tmp_path / "m")  # type: ignore[attr-defined]
+    tiny_backend.tokenizer.save_pretrained(tmp_path / "m")  # type: ignore[attr-defined]
+    loaded = HFBackend(tmp_path / "m", batch_size=2)  # offline: local_files_only by default
+    reqs = _requests(2)
+    assert [c.text for c in loaded.generate(reqs)] == [c.text for c in tiny_backend.generate(reqs)]
+    with pytest.raises(UserError, match="cannot load causal LM"):
+        HFBackend(tmp_path / "missing-model")
