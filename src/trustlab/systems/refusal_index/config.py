@@ -29,6 +29,11 @@ class SimConfig:
             ``diagnostic_refusal_rate``. Empty to skip.
         diagnostic_refusal_rate: Refusal rate of the diagnostic settings.
         direct_samples: Samples per question for the direct (many-sample) RI in ``noise=`` settings.
+        compare_rho: Latent ρ of a second simulated model "B" with *worse* knowledge-aware refusal
+            (the paper's ranking argument: RI ranks A above B whatever B's refusal rate, while the
+            F-score ranking flips with B's refusal rate alone).
+        compare_error_rate: Would-be error rate of model B (B is more accurate than A).
+        compare_refusal_rates: Refusal rates at which model B is evaluated (empty to skip).
     """
 
     n_items: int = 4326
@@ -39,6 +44,9 @@ class SimConfig:
     noisy_settings: list[str] = field(default_factory=lambda: ["noise=0.5", "copula=t3"])
     diagnostic_refusal_rate: float = 0.3
     direct_samples: int = 20
+    compare_rho: float = 0.3
+    compare_error_rate: float = 0.5
+    compare_refusal_rates: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6])
 
 
 @dataclass
@@ -132,6 +140,12 @@ class Config(SystemConfig):
             ok = (key == "noise" and _is_pos_float(val)) or (key == "copula" and val == "t3")
             if not ok:
                 raise UserError(f"unknown diagnostic setting {d!r}", "use noise=<positive float> or copula=t3")
+        if not -1.0 < s.compare_rho < 1.0 or not 0.0 < s.compare_error_rate < 1.0:
+            raise UserError("sim.compare_rho must lie in (-1, 1) and sim.compare_error_rate in (0, 1)",
+                            "e.g. compare_rho=0.3 compare_error_rate=0.5")
+        if any(not 0.0 < q < 1.0 for q in s.compare_refusal_rates):
+            raise UserError(f"sim.compare_refusal_rates={s.compare_refusal_rates} must each lie in (0, 1)",
+                            "e.g. [0.1, 0.3, 0.6] (or [] to skip model B)")
         if s.direct_samples < 2:
             raise UserError(f"sim.direct_samples={s.direct_samples} must be >= 2", "e.g. 20")
         if self.n_boot < 0 or not 0.0 < self.ci < 1.0 or self.tolerance <= 0:

