@@ -242,3 +242,15 @@ def test_smoke_run_orders_adversarial_training_above_standard(tmp_path):
     assert rec.mean("uadat", "pgd_acc") > rec.mean("standard", "pgd_acc")
     ids = {c["id"] for c in rec.claims}
     assert {"C1", "C2", "X1", "X2", "X3"} <= ids
+
+
+def test_models_split_into_stem_and_tail_and_validate():
+    x = torch.rand(3, 3, 32, 32)
+    for m in (SmallCNN(3, 10, width=4, image_size=32), PreActResNet(3, 10, blocks=(1, 1), widths=(4, 8))):
+        m.eval()
+        with torch.no_grad():
+            assert torch.allclose(m(x), m.tail(m.stem(x))) and m(x).shape == (3, 10)
+    with pytest.raises(ValueError):
+        SmallCNN(image_size=30)
+    with pytest.raises(ValueError):
+        PreActResNet(blocks=(1, 1), widths=(4,))
