@@ -51,10 +51,10 @@ def _setup(progress: bool | None = None) -> None:
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(papers: Annotated[bool, typer.Option("--papers", help="Show the paper of each system.")] = False) -> None:
     """List the systems and whether each is built in this installation.
 
-    Example: trustlab list
+    Example: trustlab list --papers
     """
     from rich.console import Console
     from rich.table import Table
@@ -62,17 +62,17 @@ def list_cmd() -> None:
     from trustlab.registry import SYSTEMS, available_systems
 
     built = set(available_systems())
-    table = Table("system", "title", "paper", "status")
+    table = Table("system", "paper" if papers else "title", "status")
     for name in SYSTEMS.names():
         if name in built:
             try:
                 spec = SYSTEMS.get(name)
             except Exception as exc:  # a broken system must not hide the others
-                table.add_row(name, "", "", f"cannot load: {type(exc).__name__}: {exc}")
+                table.add_row(name, "", f"cannot load: {type(exc).__name__}: {exc}")
                 continue
-            table.add_row(name, spec.title, spec.paper, spec.status)
+            table.add_row(name, spec.paper if papers else spec.title, spec.status)
         else:
-            table.add_row(name, "", "", "not built yet")
+            table.add_row(name, "", "not built yet")
     Console().print(table)
 
 

@@ -39,22 +39,20 @@ def load_results(path: Path) -> dict[str, Any]:
 
 
 def merge_report(paths: list[str | Path], out: str | Path) -> Path:
-    """Write ``out/report.md`` and ``out/summary.png`` merging every run found under ``paths``."""
+    """Write ``out/report.md`` (one table per run) and ``out/plots/<system>.png`` for every run under ``paths``."""
     out = Path(out)
     files = find_results(paths)
     lines = ["# trustlab report", ""]
-    all_summary = []
-    for f in files:
+    out.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
         res = load_results(f)
         lines += [f"## {res['system']} ({res.get('scale')}; seeds {res.get('seeds')}; {res.get('wall_time_s', 0):.0f} s)",
                   "", f"source: `{f}`", "", summary_table(res["summary"])]
         if res.get("claims"):
             lines += ["", claims_table(res["claims"])]
-        all_summary += [{**s, "method": f"{res['system']}:{s['method']}"} for s in res["summary"]]
-    out.mkdir(parents=True, exist_ok=True)
-    if len(files) == 1:
-        plot_summary(all_summary, out / "summary.png", title="trustlab")
-        lines += ["", "![summary](summary.png)"]
+        plot = out / "plots" / f"{i:02d}-{res['system']}.png"
+        if plot_summary(res["summary"], plot, title=res["system"]):
+            lines += ["", f"![{res['system']}]({plot.relative_to(out)})", ""]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
 
