@@ -68,7 +68,7 @@ def test_all_components_off_is_exactly_trades(tiny):
     m = UADAT(eps=0.1, steps=1, beta=6.0, uncertainty=False, reference=False, d2d=False, iga=False)
     ours = m.terms(model, x, y, x_adv)["total"]
     ref = trades_loss(model(x), model(x_adv), y, 6.0)
-    assert float(ours) == pytest.approx(float(ref), rel=1e-5)
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
 
 
 def test_uncertainty_resampling_hits_drawn_statistics():
