@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from trustlab.federated import FitReply, NDArrays, UpdateStrategy, aggregate
 from trustlab.metrics.fairness import fairness_report
 from trustlab.models.tiny_clip import VLBackbone
+from trustlab.systems.fvlfp.method import counts_from_metrics
 
 __all__ = ["FairFedStrategy", "QFFLStrategy", "eo_from_counts", "fairfed_weights", "qffl_aggregate", "zero_shot_eval"]
 
@@ -103,7 +104,7 @@ class FairFedStrategy(UpdateStrategy):
         return super().aggregate_train(server_round, parameters, replies)
 
     def aggregate_updates(self, server_round, updates, num_examples, client_ids, parameters):  # noqa: D102
-        counts = [np.asarray(self._metrics[c]["counts_before"]) for c in client_ids]
+        counts = [counts_from_metrics(self._metrics[c]) for c in client_ids]
         global_gap = eo_from_counts(np.sum(counts, axis=0))  # secure sum of counts
         local = np.array([eo_from_counts(c) for c in counts])
         n = np.asarray(num_examples, dtype=np.float64)

@@ -47,6 +47,8 @@ __all__ = [
     "evaluate_global",
     "cdfp_layer_loss",
     "counterfactual_swap",
+    "counts_from_metrics",
+    "counts_to_metrics",
     "fpf_weights",
     "group_projection",
     "group_shifts",
@@ -165,6 +167,29 @@ def cdfp_layer_loss(hidden: Sequence[torch.Tensor], n_groups: int) -> torch.Tens
         hg = F.layer_norm(h, h.shape[-1:]).reshape(n_groups, -1, h.shape[-1])
         total = total + ((hg - hg.mean(0, keepdim=True)) ** 2).mean()
     return total / len(hidden)
+
+
+def counts_to_metrics(counts: np.ndarray, prefix: str = "counts_before") -> dict[str, float]:
+    """Flatten ``counts[group, true, pred]`` into scalar metrics ``"{prefix}:g:y:p"`` (Flower metrics are scalars)."""
+    return {f"{prefix}:{g}:{y}:{p}": float(counts[g, y, p]) for g, y, p in np.ndindex(*counts.shape)}
+
+
+def counts_from_metrics(metrics: dict[str, Any], prefix: str = "counts_before") -> np.ndarray:
+    """Inverse of :func:`counts_to_metrics`.
+
+    Example:
+        >>> c = np.arange(8.0).reshape(2, 2, 2)
+        >>> bool((counts_from_metrics(counts_to_metrics(c)) == c).all())
+        True
+    """
+    cells = {tuple(int(i) for i in k.split(":")[1:]): float(v) for k, v in metrics.items() if k.startswith(prefix + ":")}
+    if not cells:
+        raise KeyError(f"no {prefix} counts in the client metrics")
+    shape = tuple(max(ix[d] for ix in cells) + 1 for d in range(3))
+    out = np.zeros(shape)
+    for ix, v in cells.items():
+        out[ix] = v
+    return out
 
 
 def fpf_weights(num_examples: np.ndarray, acc: np.ndarray, gap: np.ndarray, eta: float, gamma: float) -> np.ndarray:
@@ -386,7 +411,7 @@ class PromptClient:
         metrics: dict[str, Any] = {}
         if config.get("report_before"):  # FairFed: the global prompt's local fairness statistics
             before = self.evaluate_split("val")
-            metrics.update(acc_before=before["acc"], eo_before=before["eo_diff"], counts_before=before["counts"])
+            metrics.update(acc_before=before["acc"], eo_before=before["eo_diff"], **counts_to_metrics(before["counts"]))
         if config.get("report_loss"):  # q-FFL: the global prompt's local training loss F_k
             metrics["train_loss_before"] = self.evaluate_split("train")["loss"]
         rnd = int(config.get("server_round", 0))
