@@ -33,7 +33,7 @@ class Config(SystemConfig):
 
     eps_list: list[float] = field(default_factory=lambda: [4 / 255, 8 / 255, 16 / 255])
     default_eps: float = 8 / 255
-    attack_steps: int = 20
+    attack_steps: int = 100
     n_src: int = 24
     image_size: int = 16
     encoder_steps: int = 300
@@ -48,8 +48,8 @@ class Config(SystemConfig):
     noise_sigma: float = 16 / 255
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": {"seeds": [0], "eps_list": [8 / 255], "n_src": 8, "encoder_steps": 80, "generator_steps": 80,
-                  "classifier_steps": 60, "sample_steps": 4, "fare_steps": 20, "fare_inner_steps": 2,
+        "smoke": {"seeds": [0], "eps_list": [8 / 255], "n_src": 8, "encoder_steps": 80, "generator_steps": 30,
+                  "classifier_steps": 30, "sample_steps": 3, "fare_steps": 15, "fare_inner_steps": 2,
                   "attack_steps": 10},
         "paper": {"eps_list": [2 / 255, 4 / 255, 8 / 255, 16 / 255], "n_src": 64, "encoder_steps": 2000,
                   "generator_steps": 4000, "generator_channels": [32, 64], "fare_steps": 1000, "sample_steps": 30},
