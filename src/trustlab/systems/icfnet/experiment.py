@@ -44,11 +44,10 @@ def methods_for(data: SurvivalDataset, ablate_fusion: bool = False) -> list[str]
     out = ["icfnet", "coxph", "rsf", "deepsurv", "early_fusion"]
     if len(mods) > 1:
         out += ["late_fusion"] + [f"only_{m}" for m in mods]
-    if has_bag and has_tab:
-        out.append("icfnet_no_rod")
-    out.append("icfnet_no_bnll")
-    if ablate_fusion:
-        out.append("icfnet_no_ufm")
+    if has_bag and has_tab:  # the ablations run where every ICFNet part is active
+        out += ["icfnet_no_rod", "icfnet_no_bnll"]
+        if ablate_fusion:
+            out.append("icfnet_no_ufm")
     return out
 
 
