@@ -198,3 +198,22 @@ def test_method_flags_cover_ablations() -> None:
     assert FLAGS["fvlfp"].cdfp and FLAGS["fvlfp"].dsop and FLAGS["fvlfp"].fpf
     for comp in ("cdfp", "dsop", "fpf"):
         assert not getattr(FLAGS[f"fvlfp_no_{comp}"], comp)
+
+
+def test_own_clip_and_data_end_to_end(tmp_path) -> None:
+    from trustlab.runner import run_system
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    _tiny_hf_clip(clip)
+    rng = np.random.default_rng(0)
+    n = 48
+    np.savez(tmp_path / "own.npz", images=rng.normal(size=(n, 3, 16, 16)).astype(np.float32),
+             labels=np.arange(n) % 2, groups=(np.arange(n) // 2) % 2, clients=np.arange(n) % 2,
+             split=(np.arange(n) // 2) % 3, class_names=np.array(["smiling", "frowning"]),
+             group_names=np.array(["young", "old"]))
+    rec, _ = run_system("fvlfp", "smoke", out=tmp_path / "run",
+                        overrides=[f"backbone={clip}", f"data_path={tmp_path / 'own.npz'}", "rounds=1", "local_steps=1",
+                                   "methods=[zero_shot,promptfl,fvlfp]"])
+    assert {r["method"] for r in rec.rows} == {"zero_shot", "promptfl", "fvlfp"}
+    assert all(0.0 <= r["dp_diff"] <= 1.0 for r in rec.rows)

@@ -53,23 +53,31 @@ def pretrain_recipe(cfg: Config) -> PretrainRecipe:
 
 
 def load_backbone(cfg: Config, device: torch.device) -> tuple[VLBackbone, dict[str, Any]]:
-    """The frozen dual encoder: the cached/pretrained TinyCLIP or a transformers CLIPModel folder."""
+    """The frozen dual encoder (on CPU): the cached/pretrained TinyCLIP or a transformers CLIPModel folder.
+
+    ``device`` is kept for API symmetry; images are encoded on the run device by :func:`encode`.
+    """
     if cfg.backbone == "tiny":
         model, info = load_or_pretrain(pretrain_recipe(cfg), "cpu")  # toy-sized: CPU is faster than a GPU
         backbone: Any = model
-    else:
-        backbone, info = HFCLIPBackbone.from_pretrained(cfg.backbone, device), {"path": cfg.backbone}
+    else:  # kept on CPU for prompt tuning (a few text passes per step); images are encoded on `device`
+        backbone, info = HFCLIPBackbone.from_pretrained(cfg.backbone, "cpu"), {"path": cfg.backbone}
     for p in backbone.parameters():
         p.requires_grad_(False)
     return backbone, info
 
 
-def encode(backbone: VLBackbone, batch: FairVLBatch, chunk: int = 256) -> Feats:
-    """Normalised image features (on CPU) with labels and groups."""
-    dev = next(backbone.parameters()).device  # type: ignore[attr-defined]
-    with torch.no_grad():
-        z = torch.cat([F.normalize(backbone.encode_image(batch.images[i: i + chunk].to(dev)), dim=-1).float().cpu()
-                       for i in range(0, len(batch), chunk)])
+def encode(backbone: VLBackbone, batch: FairVLBatch, device: torch.device | str = "cpu", chunk: int = 256) -> Feats:
+    """Normalised image features (returned on CPU) with labels and groups; the images go through ``device``."""
+    module: Any = backbone
+    home = next(module.parameters()).device
+    module.to(device)
+    try:
+        with torch.no_grad():
+            z = torch.cat([F.normalize(backbone.encode_image(batch.images[i: i + chunk].to(device)), dim=-1).float().cpu()
+                           for i in range(0, len(batch), chunk)])
+    finally:
+        module.to(home)
     return z, batch.labels.cpu(), batch.groups.cpu()
 
 
@@ -151,8 +159,9 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         def feats(seed: int = seed, cache: dict[str, Any] = cache) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
             if not cache:
                 fed, cn, gn = build_federation(cfg, seed)
-                cache["v"] = ({"test": encode(backbone, fed.test),
-                               "clients": [{s: encode(backbone, getattr(c, s)) for s in ("train", "val", "test")}
+                dev = "cpu" if cfg.backbone == "tiny" else ctx.device
+                cache["v"] = ({"test": encode(backbone, fed.test, dev),
+                               "clients": [{s: encode(backbone, getattr(c, s), dev) for s in ("train", "val", "test")}
                                            for c in fed.clients]}, cn, gn)
             return cache["v"]
 
