@@ -1,0 +1,13 @@
+"""NADAFD: noise-aware, dynamically adaptive federated backdoor defense for SAR target recognition."""
+
+from trustlab.systems.base import SystemSpec
+
+SYSTEM = SystemSpec(
+    name="nadafd",
+    title="Noise-aware, dynamically adaptive federated backdoor defense for SAR target recognition",
+    paper="Hou et al., NADAFD, arXiv:2601.00900 (2026)",
+    config="trustlab.systems.nadafd.config:Config",
+    run="trustlab.systems.nadafd.experiment:run",
+    headline=[("nadafd", "asr"), ("flame", "asr"), ("nadafd", "clean_acc")],
+    status="reproduced (qualitative; paper tables not public)",
+)

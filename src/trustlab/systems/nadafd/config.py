@@ -1,0 +1,144 @@
+"""NADAFD experiment configuration (default scale: 10 clients, Dir(0.5), 30 % speckle attackers, 3 seeds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from trustlab.config import SystemConfig
+from trustlab.errors import UserError
+
+BASELINES = ("fedavg", "median", "trimmed_mean", "krum", "multikrum", "flame", "fltrust", "foolsgold")
+MODULES = ("fdci", "naat", "dha")
+ATTACKS = ("speckle", "badnets", "dba")
+ALL_METHODS = (*BASELINES, "nadafd", *(f"nadafd_no_{m}" for m in MODULES))
+DEFAULT_METHODS = tuple(m for m in ALL_METHODS if m != "multikrum")
+
+
+@dataclass
+class Config(SystemConfig):
+    """All knobs of the NADAFD experiment.
+
+    Attributes:
+        data_dir: Folder of real MSTAR/OpenSARShip chips (see ``trustlab.data.sar.load_sar_folder``);
+            empty: the embedded SAR simulator.
+        num_classes: Simulator classes (>= 8).
+        image_size: Chip side in pixels (multiple of 4).
+        n_train: Training chips shared among clients.
+        n_test: Test chips.
+        n_root: Clean root set held by the server (FLTrust only).
+        looks: Speckle looks ``L`` of the simulated chips.
+        aspect_deg: Range of aspect angles of the simulated chips (one 60° sector by default).
+        num_clients: Clients (all train every round unless ``fraction_fit < 1``).
+        fraction_fit: Fraction of clients sampled per round.
+        malicious_fraction: Fraction of malicious clients.
+        alpha: Dirichlet concentration of the label skew.
+        rounds: Federated rounds.
+        local_epochs: Local epochs per round.
+        batch_size: Local batch size.
+        lr: Local SGD learning rate.
+        momentum: Local SGD momentum (reset every round).
+        lr_decay: Per-round decay of the local learning rate (stabilises the final non-IID model).
+        width: First conv width of the CNN.
+        attacks: Attack settings to run (``speckle``, ``badnets``, ``dba``).
+        methods: Methods run under attack (``fedavg`` also runs under ``no_attack``).
+        target_class: Backdoor target label.
+        poison_fraction: Fraction of a malicious client's samples stamped and relabelled.
+        scale_gamma: Model-replacement scale of malicious updates (1 = no scaling).
+        trigger_size: Side of the trigger region (pixels).
+        fdci_every: Run frequency-domain collaborative inversion every this many rounds.
+        fdci_steps: Adam steps of the trigger inversion.
+        fdci_probes: Pure-speckle probe images per inversion.
+        fdci_cost: L1 mask cost of the inversion.
+        naat_eps: L-inf budget of the PGD perturbation inside the mask.
+        naat_steps: PGD steps.
+        naat_beta: Weight of the adversarial loss.
+        naat_fraction: Fraction of each batch turned adversarial.
+        naat_looks: Speckle looks sampled for the mask-guided speckle.
+        dha_rho: Health EMA factor ``ρ``.
+        dha_tau: Health threshold ``τ_h`` below which a client gets weight 0.
+        dha_z0: Robust z-score tolerated before frequency suspicion lowers quality.
+        clean_reference: Also run FedAvg without attackers (setting ``no_attack``).
+    """
+
+    data_dir: str = ""
+    num_classes: int = 8
+    image_size: int = 24
+    n_train: int = 1000
+    n_test: int = 600
+    n_root: int = 100
+    looks: float = 2.0
+    aspect_deg: float = 60.0
+    num_clients: int = 10
+    fraction_fit: float = 1.0
+    malicious_fraction: float = 0.3
+    alpha: float = 0.5
+    rounds: int = 12
+    local_epochs: int = 2
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    lr_decay: float = 0.93
+    width: int = 6
+    attacks: list[str] = field(default_factory=lambda: ["speckle"])
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
+    target_class: int = 0
+    poison_fraction: float = 0.5
+    scale_gamma: float = 1.0
+    trigger_size: int = 6
+    fdci_every: int = 3
+    fdci_steps: int = 8
+    fdci_probes: int = 4
+    fdci_cost: float = 2.0
+    naat_eps: float = 0.05
+    naat_steps: int = 1
+    naat_beta: float = 0.5
+    naat_fraction: float = 0.25
+    naat_looks: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    dha_rho: float = 0.7
+    dha_tau: float = 0.4
+    dha_z0: float = 3.0
+    clean_reference: bool = True
+
+    SCALES: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": {"n_test": 300, "seeds": [0], "methods": ["fedavg", "nadafd"], "clean_reference": False},
+        "paper": {"n_train": 3000, "n_test": 1000, "image_size": 32, "rounds": 30, "num_classes": 10,
+                  "seeds": [0, 1, 2, 3, 4], "attacks": ["speckle", "badnets", "dba"],
+                  "methods": list(ALL_METHODS)},
+    }
+
+    def validate(self) -> None:
+        """Check ranges and names; raise :class:`UserError` with the fix."""
+        super().validate()
+        bad_m = [m for m in self.methods if m not in ALL_METHODS]
+        if bad_m:
+            raise UserError(f"unknown method(s) {bad_m}", f"use any of: {', '.join(ALL_METHODS)}")
+        bad_a = [a for a in self.attacks if a not in ATTACKS]
+        if bad_a or not self.attacks:
+            raise UserError(f"unknown or empty attacks {self.attacks}", f"use any of: {', '.join(ATTACKS)}")
+        if self.num_classes < 2 or not 0 <= self.target_class < self.num_classes:
+            raise UserError(f"target_class={self.target_class} not in [0, {self.num_classes})", "fix target_class")
+        if self.num_clients < 3:
+            raise UserError(f"num_clients={self.num_clients} is too small", "use at least 3 clients")
+        if not 0 <= self.malicious_fraction < 0.5:
+            raise UserError(f"malicious_fraction={self.malicious_fraction}", "use a value in [0, 0.5)")
+        if self.image_size % 4 or self.image_size < 12:
+            raise UserError(f"image_size={self.image_size}", "use a multiple of 4, >= 12")
+        if self.trigger_size + 1 > self.image_size // 2:
+            raise UserError(f"trigger_size={self.trigger_size} too large for {self.image_size}px chips",
+                            "use trigger_size < image_size/2 - 1")
+        for name in ("rounds", "local_epochs", "batch_size", "n_train", "n_test", "fdci_every", "fdci_steps",
+                     "fdci_probes", "width", "n_root"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}={getattr(self, name)} must be >= 1", f"set {name} to a positive integer")
+        if self.n_train < 10 * self.num_clients:
+            raise UserError(f"n_train={self.n_train} too small for {self.num_clients} clients",
+                            "give each client >= 10 chips")
+        if not (0 < self.alpha and 0 < self.lr and 0 <= self.momentum < 1 and 0 < self.fraction_fit <= 1):
+            raise UserError("alpha, lr must be > 0, momentum in [0, 1), fraction_fit in (0, 1]", "fix the value")
+        if not (0 <= self.poison_fraction <= 1 and self.scale_gamma > 0 and 0 <= self.naat_fraction <= 1):
+            raise UserError("poison_fraction, naat_fraction in [0, 1] and scale_gamma > 0 required", "fix the value")
+        if not (0 <= self.dha_rho < 1 and 0 <= self.dha_tau <= 1 and self.naat_eps >= 0 and self.naat_steps >= 0):
+            raise UserError("dha_rho in [0, 1), dha_tau in [0, 1], naat_eps/naat_steps >= 0 required", "fix the value")
+        if not self.naat_looks or min(self.naat_looks) <= 0:
+            raise UserError(f"naat_looks={self.naat_looks}", "give positive numbers of looks, e.g. [1, 2, 4]")

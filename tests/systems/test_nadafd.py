@@ -1,0 +1,111 @@
+"""NADAFD: smoke-scale run (ordering on a fixed seed) and unit tests of its modules, data and attacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trustlab.attacks.triggers import (
+    BadNetsTrigger,
+    DBATrigger,
+    SpeckleTrigger,
+    model_replacement,
+    poison_dataset,
+)
+from trustlab.data.partition import dirichlet_partition, iid_partition, pathological_partition
+from trustlab.data.sar import gamma_speckle, load_sar_folder, simulate_sar_chips
+from trustlab.errors import UserError
+from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detection_precision_recall
+from trustlab.runner import run_system
+from trustlab.systems.nadafd.method import decode_bank, encode_bank, health_update, robust_z
+
+
+def test_smoke_run_orders_methods(tmp_path) -> None:
+    rec, out = run_system("nadafd", "smoke", out=tmp_path / "run", device="cpu")
+    asr = {m: rec.mean(m, "asr", "speckle") for m in ("fedavg", "nadafd")}
+    assert asr["fedavg"] >= 0.8, asr  # the attack works (else the comparison is empty)
+    # Ordering on this fixed seed: NADAFD lowers the ASR of FedAvg. (The paper's stronger claim, ASR <= 0.10,
+    # does not reproduce on our default; see the README.)
+    assert asr["nadafd"] < asr["fedavg"], asr
+    assert rec.mean("nadafd", "clean_acc", "speckle") > 0.5
+    assert (out / "results.json").is_file() and {c["id"] for c in rec.claims} >= {"attack_works", "nadafd_asr"}
+
+
+def test_gamma_speckle_moments() -> None:
+    n = gamma_speckle((200_000,), 4.0, np.random.default_rng(0))
+    assert abs(n.mean() - 1) < 0.01 and abs(n.var() - 0.25) < 0.01
+
+
+def test_simulator_is_seeded_and_in_range() -> None:
+    a = simulate_sar_chips(16, np.random.default_rng(3), num_classes=8, size=16)
+    b = simulate_sar_chips(16, np.random.default_rng(3), num_classes=8, size=16)
+    assert torch.equal(a.x, b.x) and a.x.shape == (16, 1, 16, 16) and 0 <= a.x.min() and a.x.max() <= 1
+    assert set(a.y.tolist()) == set(range(8))
+
+
+def test_folder_loader_and_errors(tmp_path) -> None:
+    from PIL import Image
+
+    with pytest.raises(UserError, match="does not exist"):
+        load_sar_folder(tmp_path / "missing")
+    with pytest.raises(UserError, match="no SAR chips"):
+        load_sar_folder(tmp_path)
+    for cls in ("BMP2", "T72"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray((np.random.default_rng(i).random((40, 30)) * 255).astype(np.uint8)).save(
+                tmp_path / cls / f"{i}.png")
+    np.save(tmp_path / "T72" / "x.npy", np.ones((20, 20)))
+    chips = load_sar_folder(tmp_path, size=16)
+    assert chips.classes == ["BMP2", "T72"] and chips.x.shape == (5, 1, 16, 16) and chips.y.tolist() == [0, 0, 1, 1, 1]
+    (tmp_path / "T72" / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match="cannot read"):
+        load_sar_folder(tmp_path)
+
+
+def test_partitions_cover_every_sample_once() -> None:
+    y = np.repeat(np.arange(5), 40)
+    for parts in (iid_partition(y, 4, np.random.default_rng(0)),
+                  dirichlet_partition(y, 4, 0.5, np.random.default_rng(0)),
+                  pathological_partition(y, 4, 2, np.random.default_rng(0))):
+        allidx = np.concatenate(parts)
+        assert sorted(allidx.tolist()) == list(range(200))
+    assert all(len(set(y[p])) <= 2 for p in pathological_partition(y, 5, 2, np.random.default_rng(1)))
+    a = dirichlet_partition(y, 4, 0.5, np.random.default_rng(7))
+    b = dirichlet_partition(y, 4, 0.5, np.random.default_rng(7))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+
+
+def test_triggers_touch_only_their_region() -> None:
+    x = torch.full((2, 1, 16, 16), 0.3)
+    for trig in (BadNetsTrigger(size=3), SpeckleTrigger(size=4), DBATrigger(parts=4)):
+        out = trig(x)
+        changed = (out != x).any(0).any(0)
+        assert 0 < changed.sum() <= 16 and torch.equal(x, torch.full((2, 1, 16, 16), 0.3))
+    dba = DBATrigger(parts=4)
+    parts = [(dba(x, part=i) != x).any(0).any(0) for i in range(4)]
+    assert torch.equal(torch.stack(parts).any(0), (dba(x) != x).any(0).any(0))
+    xp, yp = poison_dataset(x.repeat(5, 1, 1, 1), torch.ones(10, dtype=torch.long), BadNetsTrigger(), 0, 0.5,
+                            torch.Generator().manual_seed(0))
+    assert int((yp == 0).sum()) == 5
+    g = [np.zeros(3)]
+    assert model_replacement([np.ones(3)], g, 4.0)[0].tolist() == [4.0, 4.0, 4.0]
+
+
+def test_backdoor_metrics() -> None:
+    assert clean_accuracy([1, 2, 3], [1, 2, 0]) == pytest.approx(2 / 3)
+    assert attack_success_rate([0, 0, 0], [0, 1, 2], target=0) == 1.0  # the target-class input is ignored
+    assert detection_precision_recall({1, 2}, {2, 3}) == (0.5, 0.5)
+
+
+def test_nadafd_module_maths() -> None:
+    z = robust_z(np.array([1.0, 1.1, 0.9, 1.0, 5.0]))
+    assert z.argmax() == 4 and z[4] > 3
+    h = 1.0
+    for _ in range(5):
+        h = health_update(h, 0.0, 0.7)
+    assert h == pytest.approx(0.7**5)
+    bank = [(torch.rand(8, 8), torch.rand(8, 8))]
+    back = decode_bank(encode_bank(bank))
+    assert torch.allclose(back[0][0], bank[0][0]) and decode_bank(b"") == []
