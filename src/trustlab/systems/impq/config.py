@@ -90,13 +90,13 @@ class Config(SystemConfig):
         "paper": {
             "model": "smollm2",
             "seeds": [0],
-            "backends": ["rtn", "gptq"],
+            "backends": ["rtn"],
             "budgets": [3.5, 3.0, 2.5],
             "group_size": 64,
-            "n_permutations": 8,
+            "n_permutations": 4,
             "seq_len": 128,
-            "n_calib": 4,
-            "n_eval": 8,
+            "n_calib": 2,
+            "n_eval": 4,
             "batch_size": 4,
         },
     }

