@@ -100,7 +100,7 @@ class SpeckleTrigger(Trigger):
     """
 
     def __init__(self, size: int = 6, location: str = "top_left", margin: int = 1, looks: float = 1.0,
-                 strength: float = 1.0, offset: float = 0.08, seed: int = 7) -> None:
+                 strength: float = 1.0, offset: float = 0.2, seed: int = 7) -> None:
         if size < 1 or margin < 0 or looks <= 0 or not 0 <= strength <= 2 or offset < 0:
             raise ValueError("need size >= 1, margin >= 0, looks > 0, 0 <= strength <= 2, offset >= 0")
         if location not in _CORNERS:
