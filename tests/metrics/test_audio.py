@@ -41,6 +41,13 @@ def test_bss_sdr_matches_torchmetrics() -> None:
                 filter_length=64) > 10).all()
 
 
+def test_bss_sdr_survives_silent_targets() -> None:
+    est, tgt = _signals(6)
+    tgt[0, 1] = 0.0
+    out = sdr(est, tgt, filter_length=32)
+    assert torch.isfinite(out).all() and out[0, 1] < -50 and (out[1:] > 5).all()
+
+
 def test_si_snr_is_scale_invariant_and_shape_checked() -> None:
     est, tgt = _signals(2)
     assert torch.allclose(si_snr(3.7 * est, tgt), si_snr(est, tgt), atol=1e-4)

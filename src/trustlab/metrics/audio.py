@@ -57,7 +57,8 @@ def snr(estimate: torch.Tensor, target: torch.Tensor, eps: float = EPS) -> torch
     return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((target - estimate).pow(2).sum(-1) + eps))
 
 
-def sdr(estimate: torch.Tensor, target: torch.Tensor, filter_length: int = 512, chunk: int = 16) -> torch.Tensor:
+def sdr(estimate: torch.Tensor, target: torch.Tensor, filter_length: int = 512, chunk: int = 16,
+        load_diag: float = 1e-8) -> torch.Tensor:
     """BSS-Eval SDR in dB with a ``filter_length``-tap distortion filter (as torchmetrics/fast_bss_eval).
 
     Solves the Toeplitz normal equations of the best FIR filter mapping ``target`` to ``estimate``
@@ -68,6 +69,8 @@ def sdr(estimate: torch.Tensor, target: torch.Tensor, filter_length: int = 512, 
         target: ``[..., T]``.
         filter_length: Distortion filter taps (BSS-Eval default 512).
         chunk: Signals solved at once (bounds memory: ``chunk * filter_length^2`` doubles).
+        load_diag: Diagonal loading of the (unit-energy) Toeplitz matrix, so silent or all-zero
+            targets stay solvable (they get a very low SDR instead of an error).
 
     Returns:
         ``[...]`` SDR in dB.
@@ -88,10 +91,15 @@ def sdr(estimate: torch.Tensor, target: torch.Tensor, filter_length: int = 512, 
         tf = torch.fft.rfft(tgt[s : s + chunk], n=n_fft)
         ef = torch.fft.rfft(est[s : s + chunk], n=n_fft)
         r = torch.fft.irfft(tf.real.pow(2) + tf.imag.pow(2), n=n_fft)[..., :length]
+        r[..., 0] += load_diag
         b = torch.fft.irfft(tf.conj() * ef, n=n_fft)[..., :length]
-        sol = torch.linalg.solve(r[..., idx], b.unsqueeze(-1)).squeeze(-1)
-        coh = (b * sol).sum(-1)
-        out.append(10 * torch.log10(coh / (1 - coh).clamp_min(1e-12)))
+        # R is a symmetric positive (semi-)definite Toeplitz matrix: Cholesky with diagonal loading.
+        chol, info = torch.linalg.cholesky_ex(r[..., idx].contiguous())
+        if bool((info > 0).any()):
+            raise ValueError("SDR: the target's autocorrelation matrix is not positive definite; raise load_diag")
+        sol = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        coh = (b * sol).sum(-1).clamp(1e-12, 1 - 1e-12)
+        out.append(10 * torch.log10(coh / (1 - coh)))
     return torch.cat(out).to(estimate.dtype).reshape(shape)
 
 
