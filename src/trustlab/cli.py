@@ -86,6 +86,7 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/SYSTEM/SCALE-HASH).")] = None,
     scale: ScaleOpt = "default",
     device: DeviceOpt = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name or local path (= --set model=...).")] = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Run one system and write results.json, metrics.csv, plots and report.md.
@@ -103,7 +104,8 @@ def run(
     seed_list = [seed] if seed is not None else (list(range(seeds)) if seeds is not None else None)
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds} must be >= 1", "pass --seeds 3")
-    record, out_dir = run_system(system, scale, config, set_ or [], seed_list, out, device)
+    overrides = list(set_ or []) + ([f"model={model}"] if model is not None else [])
+    record, out_dir = run_system(system, scale, config, overrides, seed_list, out, device)
     _print_outcome(record, out_dir)
 
 
