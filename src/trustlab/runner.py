@@ -67,6 +67,7 @@ class RunContext:
     config_hash: str
     resumed_units: int = 0
     computed_units: int = 0
+    unit_seconds: float = 0.0
     _units_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +91,7 @@ class RunContext:
                 saved = json.loads(path.read_text())
                 if saved.get("key") == key and saved.get("config_hash") == self.config_hash:
                     self.resumed_units += 1
+                    self.unit_seconds += float(saved.get("seconds", 0.0))
                     log.info("resume: unit %s already done", key)
                     return saved["result"]
             except (json.JSONDecodeError, KeyError):
@@ -101,6 +103,7 @@ class RunContext:
         atomic_write_json(path, {"key": key, "config_hash": self.config_hash, "seconds": time.time() - t0,
                                  "result": result})
         self.computed_units += 1
+        self.unit_seconds += time.time() - t0
         return result
 
 
@@ -164,7 +167,11 @@ def run_system(
     record.wall_time_s = time.time() - t0
     record.env = env_info()
     record.git = git_hash()
+    # wall_time_s is this invocation; compute_time_s adds the time of units reused from earlier invocations.
+    record.extra["compute_time_s"] = ctx.unit_seconds
+    record.extra["units"] = {"computed": ctx.computed_units, "resumed": ctx.resumed_units}
     if ctx.resumed_units:
-        record.notes.append(f"resumed: {ctx.resumed_units} unit(s) reused from an earlier, interrupted run")
+        record.notes.append(f"resumed: {ctx.resumed_units} unit(s) reused from an earlier run; wall_time_s covers this "
+                            f"invocation only, extra.compute_time_s ({ctx.unit_seconds:.0f} s) includes the reused units")
     record.write(out_dir)
     return record, out_dir
