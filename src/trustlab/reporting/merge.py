@@ -57,12 +57,12 @@ def merge_report(paths: list[str | Path], out: str | Path) -> Path:
     return out / "report.md"
 
 
-def headline_cell(res: dict[str, Any], headline: list[tuple[str, str]]) -> str:
-    """`method metric = mean ± std` for each headline pair found in a results file."""
+def headline_cell(res: dict[str, Any], headline: list[tuple[str, ...]]) -> str:
+    """`method metric = mean ± std` for each headline (method, metric[, setting]) found in a results file."""
     parts = []
-    for method, metric in headline:
+    for method, metric, *setting in headline:
         for s in res["summary"]:
-            if s["method"] == method and f"{metric}_mean" in s:
+            if s["method"] == method and f"{metric}_mean" in s and (not setting or s["setting"] == setting[0]):
                 parts.append(f"{method} {metric} {fmt(s[f'{metric}_mean'], s.get(f'{metric}_std'))}"
                              + (f" ({s['setting']})" if len({x['setting'] for x in res['summary']}) > 1 else ""))
                 break

@@ -18,7 +18,7 @@ class SystemSpec:
         paper: Paper citation with link.
         config: ``"module:Class"`` of the system's :class:`trustlab.config.SystemConfig` subclass.
         run: ``"module:function"`` of ``run(cfg, ctx) -> RunRecord``.
-        headline: (method, metric) pairs shown in the README table.
+        headline: (method, metric) or (method, metric, setting) shown in the README table.
         status: Free text for the README table (e.g. ``"reproduced"``).
     """
 
@@ -27,7 +27,7 @@ class SystemSpec:
     paper: str
     config: str
     run: str
-    headline: list[tuple[str, str]] = field(default_factory=list)
+    headline: list[tuple[str, ...]] = field(default_factory=list)
     status: str = "implemented"
 
     @staticmethod

@@ -9,6 +9,6 @@ SYSTEM = SystemSpec(
           "Information Fusion 2025 (arXiv:2501.02778)",
     config="trustlab.systems.icfnet.config:Config",
     run="trustlab.systems.icfnet.experiment:run",
-    headline=[("icfnet", "c_index"), ("coxph", "c_index")],
+    headline=[("icfnet", "c_index", "synthetic"), ("late_fusion", "c_index", "synthetic"), ("icfnet", "c_index", "breast_cancer"), ("coxph", "c_index", "breast_cancer")],
     status="reproduced at CPU scale (synthetic + breast_cancer)",
 )

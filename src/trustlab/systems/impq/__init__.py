@@ -9,6 +9,6 @@ SYSTEM = SystemSpec(
     "ACL 2026 Findings as CoopQ)",
     config="trustlab.systems.impq.config:Config",
     run="trustlab.systems.impq.experiment:run",
-    headline=[("impq", "ppl"), ("sensitivity", "ppl")],
+    headline=[("impq", "ppl", "model=tiny;backend=rtn;bits=3"), ("sensitivity", "ppl", "model=tiny;backend=rtn;bits=3"), ("lim", "ppl", "model=tiny;backend=rtn;bits=3"), ("impq", "ppl", "model=tiny;backend=rtn;bits=2.5"), ("zd", "ppl", "model=tiny;backend=rtn;bits=2.5")],
     status="reproduced (tiny Llama; SmolLM2-135M opt-in)",
 )

@@ -9,6 +9,6 @@ SYSTEM = SystemSpec(
           "Jailbreaking, CVPR 2025 (arXiv:2504.05838)",
     config="trustlab.systems.ipa_hijack.config:Config",
     run="trustlab.systems.ipa_hijack.experiment:run",
-    headline=[("none", "success_rate"), ("adv_encoder", "success_rate")],
+    headline=[("none", "success_rate", "eps=8/255"), ("jpeg", "success_rate", "eps=8/255"), ("adv_encoder", "success_rate", "eps=8/255"), ("none", "success_rate", "eps=16/255")],
     status="reproduced (tiny pipeline)",
 )

@@ -8,6 +8,6 @@ SYSTEM = SystemSpec(
     paper="Hou et al., NADAFD, arXiv:2601.00900 (2026)",
     config="trustlab.systems.nadafd.config:Config",
     run="trustlab.systems.nadafd.experiment:run",
-    headline=[("nadafd", "asr"), ("flame", "asr"), ("nadafd", "clean_acc")],
+    headline=[("nadafd", "asr", "speckle"), ("median", "asr", "speckle"), ("fedavg", "asr", "speckle"), ("nadafd", "clean_acc", "speckle"), ("fedavg", "clean_acc", "no_attack")],
     status="reproduced (qualitative; paper tables not public)",
 )

@@ -9,6 +9,6 @@ SYSTEM = SystemSpec(
           "Collapse, IEEE TIFS 2025 (arXiv:2408.10901)",
     config="trustlab.systems.pca.config:Config",
     run="trustlab.systems.pca.experiment:run",
-    headline=[("pca", "recon_psnr"), ("photoguard", "recon_psnr")],
+    headline=[("pca", "recon_psnr", "vae=tiny-a"), ("photoguard", "recon_psnr", "vae=tiny-a"), ("random", "recon_psnr", "vae=tiny-a"), ("pca", "recon_psnr", "vae=tiny-b")],
     status="reproduced (tiny VAE)",
 )
