@@ -15,6 +15,7 @@ All tabular baselines see patch bags as their mean patch feature.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,11 +48,12 @@ def breslow_baseline(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> t
     return ev_times, np.cumsum(inc)
 
 
-class _SkSurvModel:
+class _SkSurvModel(ABC):
     """Wraps a scikit-survival estimator on the flattened, standardised features."""
 
+    @abstractmethod
     def _make(self) -> Any:
-        raise NotImplementedError
+        """The unfitted scikit-survival estimator."""
 
     def fit(self, X: SurvivalDataset, y: Any = None) -> _SkSurvModel:
         """Fit on all features of ``X``."""

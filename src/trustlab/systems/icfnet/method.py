@@ -22,6 +22,7 @@ stream that needs it.
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -343,7 +344,7 @@ def _index_batch(batch: Batch, idx: Tensor) -> Batch:
 # estimators
 
 
-class NeuralSurvivalEstimator:
+class NeuralSurvivalEstimator(ABC):
     """sklearn-style base of the neural survival models (discrete-time hazard or Cox head).
 
     Subclasses implement :meth:`_build` (the network) and may override :meth:`_loss`.
@@ -380,8 +381,9 @@ class NeuralSurvivalEstimator:
         self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
 
     # -- to implement ---------------------------------------------------------------------------
+    @abstractmethod
     def _build(self, data: SurvivalDataset) -> nn.Module:
-        raise NotImplementedError
+        """Build the network for ``data`` (subclasses: ICFNet, EarlyFusion, ...)."""
 
     def _forward(self, batch: Batch) -> dict[str, Any]:
         out = self.net_(batch)
