@@ -29,6 +29,7 @@ from trustlab.systems.uadat.method import (
     gaussian_w2,
     gradient_alignment_loss,
     nearest_reference_index,
+    proximity_weights,
     refined_reference,
     uncertainty_resample,
 )
@@ -101,6 +102,30 @@ def test_reference_refinement_avoids_misclassified_clean_examples():
     assert torch.allclose(ref[1], p[0]) and torch.allclose(ref[0], p[0])
     assert torch.allclose(ref[4], torch.tensor([0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3]))
     assert torch.allclose(ref.sum(1), torch.ones(5))
+
+
+def test_proximity_reference_borrows_only_from_correct_same_class_examples():
+    mu = torch.tensor([[0.0], [1.0], [5.0], [1.1], [9.0]])
+    sig = torch.ones(5, 1)
+    y = torch.tensor([0, 0, 0, 1, 2])
+    correct = torch.tensor([True, False, True, True, False])
+    w, own = proximity_weights(mu, sig, y, correct)
+    assert own.tolist() == [True, False, True, True, True]  # 4 has no correct same-class neighbour
+    assert torch.allclose(w[1].sum(), torch.tensor(1.0))
+    assert float(w[1, 1]) == 0.0 and float(w[1, 3]) == 0.0  # never itself (wrong), never another class
+    assert float(w[1, 0]) > float(w[1, 2]) > 0.0  # nearer in statistics -> larger weight
+
+
+def test_adversarial_ce_term_adds_expected_adversarial_loss(tiny):
+    model, x, y = tiny
+    model.train()
+    x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    off = dict(eps=0.1, steps=1, beta=6.0, uncertainty=False, reference=False, d2d=False, iga=False)
+    t = UADAT(**off, adv_ce=0.5).terms(model, x, y, x_adv)
+    ref = trades_loss(model(x), model(x_adv), y, 6.0) + 0.5 * F.cross_entropy(model(x_adv), y)
+    assert float(t["total"].detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    with pytest.raises(ValueError):
+        UADAT(ref_mode="farthest")
 
 
 def test_w2_is_zero_iff_equal_and_validation():

@@ -109,16 +109,20 @@ class PGDAT(TrainingMethod):
         return F.cross_entropy(model(x_adv), y)
 
 
-class TRADES(TrainingMethod):
-    """Zhang et al. (2019) TRADES with trade-off ``beta`` (6 in the paper's CIFAR-10 setting)."""
-
-    name = "trades"
+class _BetaMethod(TrainingMethod):
+    """A method with a trade-off weight ``beta`` on its KL term (TRADES, MART)."""
 
     def __init__(self, eps: float = 0.1, steps: int = 10, alpha: float | None = None, beta: float = 6.0) -> None:
         super().__init__(eps, steps, alpha)
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}")
         self.beta = float(beta)
+
+
+class TRADES(_BetaMethod):
+    """Zhang et al. (2019) TRADES with trade-off ``beta`` (6 in the paper's CIFAR-10 setting)."""
+
+    name = "trades"
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -126,16 +130,10 @@ class TRADES(TrainingMethod):
         return trades_loss(model(x), model(x_adv), y, self.beta)
 
 
-class MART(TrainingMethod):
+class MART(_BetaMethod):
     """Wang et al. (2020) MART with ``beta`` (6 in the reference code)."""
 
     name = "mart"
-
-    def __init__(self, eps: float = 0.1, steps: int = 10, alpha: float | None = None, beta: float = 6.0) -> None:
-        super().__init__(eps, steps, alpha)
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta!r}")
-        self.beta = float(beta)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:

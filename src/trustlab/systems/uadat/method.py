@@ -120,6 +120,30 @@ def refined_reference(p_clean: torch.Tensor, y: torch.Tensor, ref_idx: torch.Ten
     return torch.where((ref_idx < 0)[:, None], onehot, ref)
 
 
+def proximity_weights(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
+                      correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft alignment references by statistical proximity (an alternative to the hard nearest neighbour).
+
+    A misclassified sample ``i`` borrows from every correctly classified same-class sample ``j`` with
+    weight ``∝ exp(−d_ij/d̄)``, ``d`` the Euclidean distance in clean channel statistics ``[μ, σ]`` and ``d̄``
+    its batch median (all detached). Correctly classified samples, and misclassified ones without such
+    a neighbour, keep their own reference.
+
+    Returns:
+        ``(W, own)``: row-stochastic weights ``(B, B)`` (rows of ``own`` samples are unused) and the
+        boolean mask of samples that keep their own reference.
+    """
+    stats = torch.cat([mu, sigma], dim=1).detach()
+    d = torch.cdist(stats, stats)
+    pos = d[d > 0]
+    scale = pos.median().clamp_min(1e-6) if pos.numel() else d.new_ones(())
+    allowed = (y[:, None] == y[None, :]) & correct[None, :]
+    w = torch.exp(-d / scale) * allowed.to(d.dtype)
+    has = w.sum(1) > 0
+    w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+    return w, correct | ~has
+
+
 def gaussian_w2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
     """Squared 2-Wasserstein distance between diagonal Gaussians, averaged over channels and samples."""
     return ((mu_a - mu_b) ** 2 + (sigma_a - sigma_b) ** 2).mean()
@@ -167,9 +191,13 @@ class UADAT(TrainingMethod):
 
     def __init__(self, eps: float = 0.1, steps: int = 10, alpha: float | None = None, beta: float = 6.0,
                  gamma: float = 1.0, lam: float = 1.0, p: float = 0.5, draws: int = 1, smoothing: float = 0.1,
-                 fallback: str = "self", uncertainty: bool = True, reference: bool = True, d2d: bool = True, iga: bool = True) -> None:
+                 fallback: str = "self", uncertainty: bool = True, reference: bool = True, d2d: bool = True, iga: bool = True,
+                 adv_ce: float = 0.0, ref_mode: str = "nearest") -> None:
         super().__init__(eps, steps, alpha)
-        for n, v in (("beta", beta), ("gamma", gamma), ("lam", lam)):
+        if ref_mode not in ("nearest", "proximity"):
+            raise ValueError(f"ref_mode must be 'nearest' or 'proximity', got {ref_mode!r}")
+        self.ref_mode, self.adv_ce = ref_mode, float(adv_ce)
+        for n, v in (("beta", beta), ("gamma", gamma), ("lam", lam), ("adv_ce", adv_ce)):
             if not v >= 0:
                 raise ValueError(f"{n} must be >= 0, got {v!r}")
         if not 0.0 <= p <= 1.0:
@@ -211,31 +239,40 @@ class UADAT(TrainingMethod):
         p_clean = F.softmax(logits_cl, dim=1)
         mu_cl, sig_cl = channel_stats(z_cl)
         mu_adv, sig_adv = channel_stats(z_adv)
-        if self.reference:
-            correct = logits_cl.argmax(dim=1) == y
-            ref_idx = nearest_reference_index(mu_cl, sig_cl, y, correct, self.fallback)
+        own_idx = torch.arange(y.shape[0], device=y.device)
+        keep = torch.ones(y.shape[0], 1, dtype=mu_cl.dtype, device=y.device)
+        if self.reference and self.ref_mode == "proximity":
+            w, own = proximity_weights(mu_cl, sig_cl, y, logits_cl.argmax(dim=1) == y)
+            ref = torch.where(own[:, None], p_clean, w @ p_clean.detach())
+            mu_ref = torch.where(own[:, None], mu_cl, w @ mu_cl.detach())
+            sig_ref = torch.where(own[:, None], sig_cl, w @ sig_cl.detach())
         else:
-            ref_idx = torch.arange(y.shape[0], device=y.device)
-        ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
+            if self.reference:
+                ref_idx = nearest_reference_index(mu_cl, sig_cl, y, logits_cl.argmax(dim=1) == y, self.fallback)
+            else:
+                ref_idx = own_idx
+            ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
+            safe, own = ref_idx.clamp_min(0), ref_idx == own_idx
+            mu_ref = torch.where(own[:, None], mu_cl, mu_cl.detach()[safe])
+            sig_ref = torch.where(own[:, None], sig_cl, sig_cl.detach()[safe])
+            keep = (ref_idx >= 0)[:, None].to(mu_ref.dtype)  # one-hot fallback: no feature reference
         use_u = self.uncertainty and self.p > 0 and x.shape[0] > 1 and bool(
             torch.rand((), generator=generator) < self.p)
         draws = self.draws if use_u else 1
         match = x.new_zeros(())
+        ce_adv = x.new_zeros(())
         logits_adv_first = None
         for _ in range(draws):
             z_t = uncertainty_resample(z_adv, generator) if use_u else z_adv
             logits_adv = tail(z_t)
             logits_adv_first = logits_adv if logits_adv_first is None else logits_adv_first
             match = match + kl_to_reference(ref, logits_adv) / draws
+            if self.adv_ce > 0:
+                ce_adv = ce_adv + F.cross_entropy(logits_adv, y) / draws
         ce = F.cross_entropy(logits_cl, y)
-        out = {"ce": ce, "match": match}
-        total = ce + self.beta * match
+        out = {"ce": ce, "match": match, "ce_adv": ce_adv}
+        total = ce + self.adv_ce * ce_adv + self.beta * match
         if self.d2d:
-            safe = ref_idx.clamp_min(0)
-            own = ref_idx == torch.arange(y.shape[0], device=y.device)
-            mu_ref = torch.where(own[:, None], mu_cl, mu_cl.detach()[safe])
-            sig_ref = torch.where(own[:, None], sig_cl, sig_cl.detach()[safe])
-            keep = (ref_idx >= 0)[:, None].to(mu_ref.dtype)
             w2 = gaussian_w2(mu_adv * keep, sig_adv * keep, mu_ref * keep, sig_ref * keep)
             out["w2"] = w2
             total = total + self.gamma * w2
