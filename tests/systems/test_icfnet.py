@@ -114,6 +114,31 @@ def test_rod_identity_and_orthogonality_range() -> None:
     assert float(orthogonality_loss(torch.ones(3, 4), [torch.ones(3, 4)])) == pytest.approx(1.0)
 
 
+def test_pathology_only_model_sees_mean_and_attention_pooled_bag() -> None:
+    data = make_synthetic_multimodal(n=40, seed=0, patches=(8, 12), patch_dim=8)
+    model = ICFNet(modalities=["pathology"], epochs=2, d=8, random_state=0).fit(data)
+    out = model.net_(model.scaler_.to_batch(data.only(["pathology"])))
+    assert set(out["vectors"]) == {"p_mil", "p"}  # attention-MIL stream + the mean-patch (ROD) vector
+    # the mean-patch vector depends on the tumour-burden carrier: permuting patches within a bag changes nothing
+    batch = model.scaler_.to_batch(data.only(["pathology"]))
+    perm = torch.randperm(batch["pathology"]["x"].shape[1], generator=torch.Generator().manual_seed(0))
+    shuffled = {"pathology": dict(batch["pathology"], x=batch["pathology"]["x"][:, perm],
+                                  mask=batch["pathology"]["mask"][:, perm])}
+    torch.testing.assert_close(model.net_(shuffled)["logits"], out["logits"], atol=1e-5, rtol=1e-5)
+
+
+def test_early_stopping_keeps_best_epoch_and_refits() -> None:
+    data = make_synthetic_multimodal(n=80, seed=1, patches=(8, 10), patch_dim=4)
+    m = ICFNet(epochs=12, d=8, val_fraction=0.25, patience=2, refit=False, val_metric="cindex").fit(data)
+    assert 1 <= m.best_epoch_ <= len(m.val_curve_) <= 12
+    assert m.val_curve_[m.best_epoch_ - 1] == pytest.approx(max(m.val_curve_))
+    assert len(m.val_curve_) == 12 or len(m.val_curve_) - m.best_epoch_ == 2  # stopped after `patience` epochs
+    r = ICFNet(epochs=6, d=8, val_fraction=0.25, patience=2, refit=True).fit(data)
+    assert len(r.loss_curve_) == r.best_epoch_  # the refit ran the selected number of epochs on all patients
+    with pytest.raises(ValueError):
+        ICFNet(val_fraction=0.7)
+
+
 def test_survival_functions_monotone_in_unit_interval_and_risk_orientation() -> None:
     data = make_synthetic_multimodal(n=120, seed=0, patches=(8, 12), patch_dim=8, missing_pathology=0.2)
     times = np.quantile(data.time, np.linspace(0.01, 0.99, 25))

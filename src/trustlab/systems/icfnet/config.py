@@ -26,7 +26,15 @@ class Config(SystemConfig):
         layers: Transformer layers per stream (0 = gated attention pooling only; the paper uses 2).
         fusion_layers: Transformer layers in the unification module.
         dropout: Dropout of the neural models.
-        epochs: Training epochs (fixed; the last epoch is evaluated, no test-fold selection).
+        epochs: Training epochs (the maximum when early stopping is on).
+        val_fraction: Share of each training fold held out for early stopping on the validation
+            C-index, the same rule for every neural model (0 = fixed epochs, last epoch kept).
+        patience: Early-stopping patience in epochs.
+        refit: Retrain on the whole training fold for the selected number of epochs.
+        balanced_sampler: Draw training patients inversely to the size of their (time bin, censored)
+            stratum (the official data loader's sampler), for every discrete-time neural model.
+        val_metric: Early-stopping criterion: ``"loss"`` (the model's own survival loss on the
+            validation patients) or ``"cindex"``.
         batch_size: Patients per step.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
@@ -49,6 +57,11 @@ class Config(SystemConfig):
     fusion_layers: int = 1
     dropout: float = 0.1
     epochs: int = 20
+    val_fraction: float = 0.0
+    patience: int = 10
+    refit: bool = True
+    val_metric: str = "loss"
+    balanced_sampler: bool = True
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-5
@@ -79,6 +92,11 @@ class Config(SystemConfig):
             raise UserError(f"n_synthetic={self.n_synthetic} is too small", "use n_synthetic >= 50")
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise UserError("epochs, batch_size and lr must be positive", "e.g. epochs=30 batch_size=64 lr=0.003")
+        if not 0.0 <= self.val_fraction < 0.5 or self.patience < 1:
+            raise UserError(f"val_fraction={self.val_fraction}, patience={self.patience} out of range",
+                            "use 0 <= val_fraction < 0.5 (e.g. 0.2) and patience >= 1")
+        if self.val_metric not in ("loss", "cindex"):
+            raise UserError(f"val_metric={self.val_metric!r} is unknown", "use 'loss' or 'cindex'")
         if self.d % self.heads:
             raise UserError(f"d={self.d} is not divisible by heads={self.heads}", "pick d a multiple of heads")
         if self.risk_groups < 2:

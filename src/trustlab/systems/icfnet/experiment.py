@@ -54,7 +54,9 @@ def methods_for(data: SurvivalDataset, ablate_fusion: bool = False) -> list[str]
 def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
     """Build the estimator of ``method`` from the config."""
     nn_kw = dict(n_bins=cfg.n_bins, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                 weight_decay=cfg.weight_decay, random_state=seed, device=device)
+                 weight_decay=cfg.weight_decay, random_state=seed, device=device,
+                 val_fraction=cfg.val_fraction, patience=cfg.patience, refit=cfg.refit,
+                 val_metric=cfg.val_metric, balanced_sampler=cfg.balanced_sampler)
     icf_kw = dict(nn_kw, d=cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
                   dropout=cfg.dropout, ot_iters=cfg.ot_iters)
     table: dict[str, Callable[[], Any]] = {

@@ -209,11 +209,11 @@ class ICFNetModule(nn.Module):
                 for m in self.tab_names:
                     self.streams[f"p_{m}"] = Stream(d, heads, layers, dropout)
                     self.stream_names.append(f"p_{m}")
-            if self.tab_names:
-                self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
-                self.fusor = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
-            else:  # pathology only: attention-MIL over patch tokens
+            self.projector = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
+            self.fusor = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(dropout))
+            if not self.tab_names:  # pathology only: attention-MIL over patch tokens beside the mean-patch vector
                 self.streams["p_mil"] = Stream(d, heads, layers, dropout)
+                self.stream_names.append("p_mil")
             self.stream_names.append("p")
         s = len(self.stream_names)
         self.missing = nn.ParameterDict({k: nn.Parameter(torch.zeros(d)) for k in self.stream_names})
@@ -258,17 +258,16 @@ class ICFNetModule(nn.Module):
                 v = self._fill(f"p_{m}", self.streams[f"p_{m}"](pg), both)
                 vec[f"p_{m}"] = v
                 guided.append(v)
-            if self.tab_names:
-                r = self.projector(p_mean)
-                if self.use_rod and guided:
-                    o = r - sum(guided)
-                    f_p = self.fusor(r + o)
-                    orth = orthogonality_loss(o[pres], [g[pres] for g in guided]) if pres.any() else orth
-                else:
-                    f_p = self.fusor(r)
+            r = self.projector(p_mean)
+            if self.use_rod and guided:
+                o = r - sum(guided)
+                f_p = self.fusor(r + o)
+                orth = orthogonality_loss(o[pres], [g[pres] for g in guided]) if pres.any() else orth
             else:
+                f_p = self.fusor(r)
+            if not self.tab_names:
                 safe_mask = mask | ~mask.any(1, keepdim=True)
-                f_p = self.streams["p_mil"](patches, safe_mask)
+                vec["p_mil"] = self._fill("p_mil", self.streams["p_mil"](patches, safe_mask), pres)
             vec["p"] = self._fill("p", f_p, pres)
         stack = torch.stack([vec[k] for k in self.stream_names], dim=1)
         if self.fusion == "ufm":
@@ -336,6 +335,18 @@ class Standardizer:
         return out
 
 
+def _inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified (by event) random split of the training patients into fit / validation indices."""
+    rng = np.random.default_rng(seed + 7919)
+    fit, val = [], []
+    for e in (False, True):
+        ids = rng.permutation(np.flatnonzero(event == e))
+        k = int(round(fraction * ids.size))
+        val.append(ids[:k])
+        fit.append(ids[k:])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(val))
+
+
 def _index_batch(batch: Batch, idx: Tensor) -> Batch:
     return {m: {k: v[idx] for k, v in d.items()} for m, d in batch.items()}
 
@@ -361,12 +372,20 @@ class NeuralSurvivalEstimator(ABC):
         balanced_sampler: Sample patients inversely to the size of their (bin, censored) stratum.
         random_state: Seed of initialisation, dropout and sampling.
         device: Torch device.
+        val_fraction: Share of the training patients held out (stratified by event) for early
+            stopping on the validation C-index; 0 = train for ``epochs`` and keep the last model.
+        patience: Epochs without a validation improvement before stopping.
+        refit: After early stopping, retrain on *all* training patients for the selected number of
+            epochs (else keep the best-epoch weights trained on the fit split).
+        val_metric: Early-stopping criterion: ``"loss"`` (the model's own survival loss on the
+            validation patients, lower is better) or ``"cindex"`` (Harrell's C, higher is better).
     """
 
     def __init__(
         self, n_bins: int = 4, loss: str = "bnll", alpha: float = 0.0, beta: float = 1.0, epochs: int = 30,
         batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-5, balanced_sampler: bool = True,
-        random_state: int = 0, device: str = "cpu",
+        random_state: int = 0, device: str = "cpu", val_fraction: float = 0.0, patience: int = 10,
+        refit: bool = True, val_metric: str = "loss",
     ) -> None:
         if n_bins < 2:
             raise ValueError("n_bins must be >= 2")
@@ -376,6 +395,11 @@ class NeuralSurvivalEstimator(ABC):
             raise ValueError("alpha and beta must be in [0, 1]")
         if epochs < 1 or batch_size < 2 or lr <= 0 or weight_decay < 0:
             raise ValueError("need epochs >= 1, batch_size >= 2, lr > 0, weight_decay >= 0")
+        if not 0.0 <= val_fraction < 0.5 or patience < 1:
+            raise ValueError("val_fraction must be in [0, 0.5) and patience >= 1")
+        if val_metric not in ("cindex", "loss"):
+            raise ValueError(f"val_metric must be 'cindex' or 'loss', got {val_metric!r}")
+        self.val_fraction, self.patience, self.refit, self.val_metric = val_fraction, patience, refit, val_metric
         self.n_bins, self.loss, self.alpha, self.beta = n_bins, loss, alpha, beta
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
@@ -433,29 +457,76 @@ class NeuralSurvivalEstimator(ABC):
                 weights = torch.as_tensor(1.0 / counts[strata], dtype=torch.float64)
             else:
                 weights = None
-            opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            bs = n if self.loss == "cox" and self.batch_size >= n else min(self.batch_size, n)
-            self.loss_curve_: list[float] = []
-            self.net_.train()
-            for _ in range(self.epochs):
-                if weights is not None:
-                    perm = torch.multinomial(weights, n, replacement=True, generator=gen)
-                else:
-                    perm = torch.randperm(n, generator=gen)
-                total = 0.0
-                for s in range(0, n - 1, bs):
-                    idx = perm[s:s + bs].to(dev)
-                    if idx.numel() < 2:
-                        continue
-                    out = self._forward(_index_batch(batch, idx))
-                    loss = self._loss(out, yt[idx], ct[idx], tt[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * idx.numel()
-                self.loss_curve_.append(total / n)
+            self.best_epoch_, self.val_curve_ = self.epochs, []
+            if self.val_fraction > 0:
+                fit_idx, val_idx = _inner_split(event, self.val_fraction, self.random_state)
+                self._train(batch, yt, ct, tt, fit_idx, weights, gen, self.epochs, val_idx)
+                if self.refit:  # retrain on the whole training set for the selected number of epochs
+                    torch.manual_seed(self.random_state)
+                    self.net_ = self._build(X).to(dev)
+                    self._train(batch, yt, ct, tt, np.arange(n), weights, gen, self.best_epoch_, None)
+            else:
+                self._train(batch, yt, ct, tt, np.arange(n), weights, gen, self.epochs, None)
         self.net_.eval()
         return self
+
+    def _train(self, batch: Batch, yt: Tensor, ct: Tensor, tt: Tensor, idx: np.ndarray, weights: Tensor | None,
+               gen: torch.Generator, epochs: int, val_idx: np.ndarray | None) -> None:
+        """Adam on patients ``idx`` for ``epochs`` epochs; with ``val_idx``: early stopping on the
+        validation C-index (patience ``self.patience``), the best epoch's weights are kept."""
+        dev = yt.device
+        n = len(idx)
+        idx_t = torch.as_tensor(idx, device=dev)
+        w = None if weights is None else weights[torch.as_tensor(idx)]
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay, foreach=True)
+        bs = n if self.loss == "cox" and self.batch_size >= n else min(self.batch_size, n)
+        if val_idx is not None:
+            vbatch = _index_batch(batch, torch.as_tensor(val_idx, device=dev))
+            vt, ve = tt[val_idx].cpu().numpy(), (1 - ct[val_idx]).cpu().numpy().astype(bool)
+            best, best_state, since = -np.inf, None, 0
+        self.loss_curve_: list[float] = []
+        self.val_loss_curve_: list[float] = []
+        for epoch in range(epochs):
+            self.net_.train()
+            order = torch.multinomial(w, n, replacement=True, generator=gen) if w is not None else \
+                torch.randperm(n, generator=gen)
+            total = 0.0
+            for s in range(0, n - 1, bs):
+                sel = idx_t[order[s:s + bs].to(dev)]
+                if sel.numel() < 2:
+                    continue
+                out = self._forward(_index_batch(batch, sel))
+                loss = self._loss(out, yt[sel], ct[sel], tt[sel])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * sel.numel()
+            self.loss_curve_.append(total / n)
+            if val_idx is None:
+                continue
+            self.net_.eval()
+            with torch.no_grad():
+                vlog = self._forward(vbatch)["logits"]
+                c = harrell_c_index(vt, ve, self._risk(vlog.cpu()))
+                vloss = float(self._surv_loss(vlog, yt[val_idx], ct[val_idx], tt[val_idx]))
+            self.val_curve_.append(c)
+            self.val_loss_curve_.append(vloss)
+            if self.val_metric == "loss":
+                c = -vloss
+            if c > best + 1e-4:
+                best, since, self.best_epoch_ = c, 0, epoch + 1
+                best_state = {k: v.detach().clone() for k, v in self.net_.state_dict().items()}
+            else:
+                since += 1
+                if since >= self.patience:
+                    break
+        if val_idx is not None and best_state is not None:
+            self.net_.load_state_dict(best_state)
+
+    def _risk(self, logits: Tensor) -> np.ndarray:
+        if self.loss == "cox":
+            return logits.squeeze(-1).numpy().astype(float)
+        return risk_from_logits(logits).numpy().astype(float)
 
     def _check(self) -> None:
         if not hasattr(self, "net_"):
@@ -469,10 +540,7 @@ class NeuralSurvivalEstimator(ABC):
 
     def predict(self, X: SurvivalDataset) -> np.ndarray:
         """Risk scores (higher = earlier event): ``-sum_k S_k`` (or the Cox log-risk)."""
-        logits = self._logits(X)
-        if self.loss == "cox":
-            return logits.squeeze(-1).numpy().astype(float)
-        return risk_from_logits(logits).numpy().astype(float)
+        return self._risk(self._logits(X))
 
     def predict_survival_function(self, X: SurvivalDataset, times: Sequence[float] | None = None) -> np.ndarray:
         """Survival probabilities ``S(t | x)`` at ``times`` (default: the bin edges), shape (n, len(times)).
