@@ -127,13 +127,14 @@ def _toy_batches(seed: int):  # noqa: ANN202
         yield src.sum(1), src
 
 
-@pytest.mark.parametrize("target", [0.6, None])
-def test_mask_learning_trains_only_the_scores(target: float | None) -> None:
+@pytest.mark.parametrize(("target", "opts"), [(0.6, {}), (None, {}), (0.6, {"init": "l1", "distill": 1.0, "anneal": True}),
+                                              (None, {"init": "uniform", "anneal": True})])
+def test_mask_learning_trains_only_the_scores(target: float | None, opts: dict) -> None:
     torch.manual_seed(0)
     model = ConvTasNet(**TINY)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cm = linear_cost_model(model, 400, build_model)
-    sp = SepPrune(target_macs=target, steps=4, seed=0).fit(model, _toy_batches(0), cm)
+    sp = SepPrune(target_macs=target, steps=4, seed=0, **opts).fit(model, _toy_batches(0), cm)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
     assert set(sp.alpha_) == set(model.mask_groups()) and len(sp.history_) == 4
@@ -144,6 +145,18 @@ def test_mask_learning_trains_only_the_scores(target: float | None) -> None:
     assert pruned.mask_groups() == keep_counts(keep)
     with pytest.raises(ValueError):
         SepPrune(eps=1.5)
+    with pytest.raises(ValueError):
+        SepPrune(distill=-1.0)
+
+
+def test_importance_init_starts_from_l1_ranking() -> None:
+    torch.manual_seed(0)
+    model = ConvTasNet(**TINY)
+    cm = linear_cost_model(model, 400, build_model)
+    sp = SepPrune(target_macs=0.6, steps=1, lr=1e-6, init="l1", init_scale=2.0, noise=False).fit(model, _toy_batches(0), cm)
+    for g, s in model.l1_scores().items():
+        assert torch.equal(sp.alpha_[g].argsort(), s.argsort())
+        assert abs(float(sp.alpha_[g].std()) - 2.0) < 1e-3
 
 
 def test_eps_monotone_at_fixed_scores() -> None:
@@ -259,7 +272,8 @@ def test_smoke_run_orders_methods(tmp_path) -> None:  # noqa: ANN001
     assert m.mask_groups() == rec.extra["counts"]["0"]
 
 
-@pytest.mark.parametrize("override", ["target_macs=1.5", "n_test_speakers=1", "source=tts", "model.arch=unet"])
+@pytest.mark.parametrize("override", ["target_macs=1.5", "n_test_speakers=1", "source=tts", "model.arch=unet",
+                                      "mask_init=zeros", "mask_lr=0"])
 def test_bad_config_is_a_user_error(override: str, tmp_path) -> None:  # noqa: ANN001
     from trustlab.runner import run_system
 

@@ -134,7 +134,13 @@ class SepPrune:
         grad_clip: Gradient-norm clip (Lightning ``gradient_clip_val=5``).
         noise: Add Gumbel noise (False gives a deterministic relaxation, for ablations).
         init: ``uniform`` draws alpha ~ U(0, 1) as the released code does; ``l1`` starts from the
-            standardized L1 filter norms (an ablation).
+            standardized L1 filter norms (channel importance) of the dense model, times ``init_scale``.
+        init_scale: Spread of the ``l1`` initialization in logit units (the Gumbel noise has std 1.28).
+        distill: Weight of an output-distillation term, PIT negative SI-SNR between the masked model's
+            estimates and the frozen dense model's (0 = the paper's task loss only).
+        anneal: Decay the Gumbel noise scale linearly from 1 to 0 over the mask steps (with a hard
+            forward mask the temperature ``tau`` does not change which channels a budget keeps, so the
+            noise scale is what is annealed); the last steps then train the deterministic mask.
         min_keep: Channels always kept per group.
         seed: Seed of the score initialization and the Gumbel noise.
     """
@@ -147,6 +153,9 @@ class SepPrune:
     grad_clip: float = 5.0
     noise: bool = True
     init: str = "uniform"
+    init_scale: float = 1.0
+    distill: float = 0.0
+    anneal: bool = False
     min_keep: int = 1
     seed: int = 0
     alpha_: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
@@ -161,13 +170,15 @@ class SepPrune:
             raise ValueError("steps, lr, tau, grad_clip and min_keep must be positive")
         if self.init not in ("uniform", "l1"):
             raise ValueError(f"init must be 'uniform' or 'l1', got {self.init!r}")
+        if self.distill < 0:
+            raise ValueError(f"distill must be >= 0, got {self.distill}")
 
     # -- masks -----------------------------------------------------------------------------------
     def _masks(self, alpha: dict[str, torch.Tensor], cost: CostModel,
-               gen: torch.Generator | None) -> dict[str, torch.Tensor]:
+               gen: torch.Generator | None, scale: float = 1.0) -> dict[str, torch.Tensor]:
         pis = {}
         for g, a in alpha.items():
-            z = a + gumbel_noise(a.shape, gen).to(a.device) if (self.noise and gen is not None) else a
+            z = a + scale * gumbel_noise(a.shape, gen).to(a.device) if (self.noise and gen is not None) else a
             pis[g] = torch.sigmoid(z / self.tau)
         if self.target_macs is None:
             return {g: hard_threshold(p, self.eps) for g, p in pis.items()}
@@ -186,7 +197,7 @@ class SepPrune:
             alpha = {g: torch.rand(n, generator=gen) for g, n in groups.items()}
         else:
             l1 = model.l1_scores()  # type: ignore[operator]
-            alpha = {g: (s - s.mean()) / (s.std() + 1e-8) for g, s in l1.items()}
+            alpha = {g: self.init_scale * (s - s.mean()) / (s.std() + 1e-8) for g, s in l1.items()}
         alpha = {g: a.to(device).requires_grad_(True) for g, a in alpha.items()}
         flags = [p.requires_grad for p in model.parameters()]
         for p in model.parameters():
@@ -198,9 +209,15 @@ class SepPrune:
         try:
             for step, (mix, src) in enumerate(progress(itertools.islice(batches, self.steps), total=self.steps,
                                                        desc="sepprune masks")):
-                masks = self._masks(alpha, cost, gen)
-                est = model(mix.to(device), masks=masks)
+                scale = 1.0 - step / self.steps if self.anneal else 1.0
+                masks = self._masks(alpha, cost, gen, scale)
+                mix = mix.to(device)
+                est = model(mix, masks=masks)
                 loss = pit_si_snr_loss(est, src.to(device))
+                if self.distill > 0:
+                    with torch.no_grad():
+                        teacher = model(mix)
+                    loss = loss + self.distill * pit_si_snr_loss(est, teacher)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(list(alpha.values()), self.grad_clip)
