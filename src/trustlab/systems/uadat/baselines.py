@@ -78,13 +78,14 @@ class TrainingMethod(ABC):
         return PGD(model, self.eps, self.alpha, self.steps, random_init=init,  # type: ignore[arg-type]
                    generator=generator)(x, y)
 
-    def _kl_pgd(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def _kl_pgd(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator | None,
+                init: str = "normal") -> torch.Tensor:
         was = model.training
         model.eval()
         with torch.no_grad():
             target = F.softmax(model(x), dim=1)
         model.train(was)
-        return PGD(model, self.eps, self.alpha, self.steps, random_init="normal", loss=kl_to_target_loss,
+        return PGD(model, self.eps, self.alpha, self.steps, random_init=init, loss=kl_to_target_loss,  # type: ignore[arg-type]
                    generator=generator)(x, target)
 
 

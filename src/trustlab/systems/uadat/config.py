@@ -46,6 +46,9 @@ class Config(SystemConfig):
         uadat_lambda: UAD-AT gradient-alignment weight (component iga).
         uadat_p: Probability of uncertainty resampling per batch.
         uadat_draws: Uncertainty draws per batch.
+        uadat_adv_ce: Weight of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
+        uadat_ref_mode: ``nearest`` (hard nearest correct same-class neighbour) or ``proximity`` (soft).
+        uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
         aa_iters: APGD-CE/APGD-DLR iterations.
         aa_square_queries: Square attack iterations.
         art_pgd_check: Also run ART's PGD-20 on the AA subset (cross-check of our PGD).
@@ -57,7 +60,7 @@ class Config(SystemConfig):
     fallback_to_digits: bool = True
     n_train: int = 1500
     n_test: int = 300
-    n_aa: int = 100
+    n_aa: int = 300
     data_seed: int = 0
     arch: str = "small_cnn"
     width: int = 8
@@ -77,6 +80,9 @@ class Config(SystemConfig):
     uadat_lambda: float = 0.1
     uadat_p: float = 0.5
     uadat_draws: int = 1
+    uadat_adv_ce: float = 1.0
+    uadat_ref_mode: str = "nearest"
+    uadat_attack: str = "kl"
     aa_iters: int = 20
     aa_square_queries: int = 100
     art_pgd_check: bool = True
@@ -109,6 +115,12 @@ class Config(SystemConfig):
             raise UserError("attack step counts must be >= 1", "fix the config")
         if not 0 <= self.uadat_p <= 1 or self.uadat_draws < 1:
             raise UserError("uadat_p must be in [0, 1] and uadat_draws >= 1", "fix the config")
+        if min(self.uadat_beta, self.uadat_gamma, self.uadat_lambda, self.uadat_adv_ce) < 0:
+            raise UserError("uadat_beta, uadat_gamma, uadat_lambda and uadat_adv_ce must be >= 0", "fix the config")
+        if self.uadat_ref_mode not in ("nearest", "proximity"):
+            raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", "use nearest or proximity")
+        if self.uadat_attack not in ("kl", "kl_uniform", "ce"):
+            raise UserError(f"unknown uadat_attack {self.uadat_attack!r}", "use kl, kl_uniform or ce")
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad or not self.methods:
             raise UserError(f"unknown method(s) {bad}", f"use some of: {', '.join(ALL_METHODS)}")

@@ -52,7 +52,7 @@ def build_method(name: str, cfg: Config) -> TrainingMethod:
     if name == "mart":
         return MART(**common, beta=cfg.mart_beta)
     kw = dict(common, beta=cfg.uadat_beta, gamma=cfg.uadat_gamma, lam=cfg.uadat_lambda, p=cfg.uadat_p,
-              draws=cfg.uadat_draws)
+              draws=cfg.uadat_draws, adv_ce=cfg.uadat_adv_ce, ref_mode=cfg.uadat_ref_mode, attack=cfg.uadat_attack)
     if name == "uadat":
         return UADAT(**kw)
     if name.startswith("uadat_no_") and name[len("uadat_no_"):] in COMPONENTS:

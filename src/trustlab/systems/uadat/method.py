@@ -192,8 +192,11 @@ class UADAT(TrainingMethod):
     def __init__(self, eps: float = 0.1, steps: int = 10, alpha: float | None = None, beta: float = 6.0,
                  gamma: float = 1.0, lam: float = 1.0, p: float = 0.5, draws: int = 1, smoothing: float = 0.1,
                  fallback: str = "self", uncertainty: bool = True, reference: bool = True, d2d: bool = True, iga: bool = True,
-                 adv_ce: float = 0.0, ref_mode: str = "nearest") -> None:
+                 adv_ce: float = 0.0, ref_mode: str = "nearest", attack: str = "kl") -> None:
         super().__init__(eps, steps, alpha)
+        if attack not in ("kl", "ce", "kl_uniform"):
+            raise ValueError(f"attack must be 'kl' or 'ce', got {attack!r}")
+        self.attack = attack
         if ref_mode not in ("nearest", "proximity"):
             raise ValueError(f"ref_mode must be 'nearest' or 'proximity', got {ref_mode!r}")
         self.ref_mode, self.adv_ce = ref_mode, float(adv_ce)
@@ -291,5 +294,8 @@ class UADAT(TrainingMethod):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Craft ``x'`` (KL-PGD, eval mode, no resampling) and return the UAD-AT loss in train mode."""
         self._check_model(model)
-        x_adv = self._kl_pgd(model, x, generator)
+        if self.attack == "ce":
+            x_adv = self._ce_pgd(model, x, y, "uniform", generator)
+        else:
+            x_adv = self._kl_pgd(model, x, generator, "uniform" if self.attack == "kl_uniform" else "normal")
         return self.terms(model, x, y, x_adv, generator)["total"]
