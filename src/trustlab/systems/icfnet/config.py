@@ -62,7 +62,7 @@ class Config(SystemConfig):
     refit: bool = True
     val_metric: str = "loss"
     balanced_sampler: bool = True
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-5
     ot_iters: int = 5
