@@ -21,6 +21,8 @@ RULES = {
     "flame": lambda u, n: agg.flame(u, noise_lambda=0.0),
     "fltrust": lambda u, n: agg.fltrust(u, u.mean(axis=0)),
     "foolsgold": lambda u, n: agg.foolsgold(u, u),
+    "weighted_trimmed_mean": lambda u, n: agg.weighted_trimmed_mean(u, np.ones(len(u)) if n is None else n, 0.25),
+    "weighted_median": lambda u, n: agg.weighted_median(u, np.ones(len(u)) if n is None else n),
 }
 
 
@@ -75,6 +77,31 @@ def test_median_and_trimmed_mean_reference() -> None:
     u = _updates(10, 5)
     np.testing.assert_allclose(agg.median(u).update, np.median(u, axis=0))
     np.testing.assert_allclose(agg.trimmed_mean(u, 0.2).update, trim_mean(u, 0.2, axis=0))
+
+
+def test_weighted_median_reference() -> None:
+    u = _updates(9, 6)  # odd K: equal weights give the ordinary median
+    np.testing.assert_allclose(agg.weighted_median(u, np.ones(9)).update, np.median(u, axis=0))
+    col = np.array([[0.0], [1.0], [2.0], [10.0]])
+    # cumulative weights in sorted order 1, 2, 3, 9 of 9: the first reaching 4.5 is the value 10
+    assert agg.weighted_median(col, [1.0, 1.0, 1.0, 6.0]).update.tolist() == [10.0]
+    res = agg.weighted_median(col, [1.0, 1.0, 0.0, 0.0])  # zero-weight clients never supply a value
+    assert res.update.tolist() == [0.0] and res.accepted.tolist() == [True, True, False, False]
+    with pytest.raises(ValueError, match="non-negative"):
+        agg.weighted_median(col, [0.0, 0.0, 0.0, 0.0])
+
+
+def test_weighted_trimmed_mean_reference() -> None:
+    from scipy.stats import trim_mean
+
+    u = _updates(8, 5)
+    np.testing.assert_allclose(agg.weighted_trimmed_mean(u, np.ones(8), 0.25).update, trim_mean(u, 0.25, axis=0))
+    np.testing.assert_allclose(agg.weighted_trimmed_mean(u, np.arange(1.0, 9.0), 0.0).update,
+                               np.arange(1.0, 9.0) @ u / 36.0)
+    # weights 1, 1, 2 (total 4) over values 0, 1, 10, central half [1, 3]: 1 from value 1, 1 from 10
+    assert agg.weighted_trimmed_mean(np.array([[0.0], [1.0], [10.0]]), [1.0, 1.0, 2.0], 0.25).update.tolist() == [5.5]
+    with pytest.raises(ValueError, match="trim"):
+        agg.weighted_trimmed_mean(u, np.ones(8), 0.5)
 
 
 def test_every_defense_changes_the_aggregate_with_an_outlier() -> None:

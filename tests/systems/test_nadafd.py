@@ -17,8 +17,18 @@ from trustlab.data.partition import dirichlet_partition, iid_partition, patholog
 from trustlab.data.sar import gamma_speckle, load_sar_folder, simulate_sar_chips
 from trustlab.errors import UserError
 from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detection_precision_recall
+from trustlab.models.cnn import SARCNN
 from trustlab.runner import run_system
-from trustlab.systems.nadafd.method import decode_bank, encode_bank, health_update, robust_z
+from trustlab.systems.nadafd.method import (
+    decode_bank,
+    encode_bank,
+    health_update,
+    highfreq_fraction,
+    invert_triggers,
+    naat_adversarial,
+    physics_probes,
+    robust_z,
+)
 
 
 def test_smoke_run_orders_methods(tmp_path) -> None:
@@ -109,3 +119,30 @@ def test_nadafd_module_maths() -> None:
     bank = [(torch.rand(8, 8), torch.rand(8, 8))]
     back = decode_bank(encode_bank(bank))
     assert torch.allclose(back[0][0], bank[0][0]) and decode_bank(b"") == []
+
+
+def test_fdci_inversion_and_spectral_statistic() -> None:
+    probes = physics_probes(3, 12, 2.0, np.random.default_rng(0))
+    assert probes.shape == (3, 1, 12, 12) and 0 <= probes.min() and probes.max() <= 1
+    torch.manual_seed(0)
+    models = [SARCNN(num_classes=4, image_size=12, width=2, hidden=8) for _ in range(2)]
+    before = [p.clone() for p in models[0].parameters()]
+    masks, pats, succ = invert_triggers(models, probes, 4, steps=3, cost=0.1)
+    assert masks.shape == pats.shape == (2, 4, 12, 12) and succ.shape == (2, 4)
+    assert 0 <= masks.min() and masks.max() <= 1 and all(torch.equal(a, b) for a, b in
+                                                          zip(before, models[0].parameters(), strict=True))
+    yy, xx = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    blob = torch.exp(-((yy - 6) ** 2 + (xx - 6) ** 2) / 8)
+    checker = ((yy + xx) % 2).float()
+    assert highfreq_fraction(checker) > 0.9 > 0.1 > highfreq_fraction(blob)
+
+
+def test_naat_samples_stay_in_range_and_touch_a_mask_only() -> None:
+    x = torch.full((6, 1, 12, 12), 0.3)
+    y = torch.zeros(6, dtype=torch.long)
+    model = SARCNN(num_classes=4, image_size=12, width=2, hidden=8)
+    adv = naat_adversarial(model, x, y, [], eps=0.05, steps=1, looks=[1.0], generator=torch.Generator().manual_seed(0),
+                           offset=0.3)
+    changed = (adv != x).flatten(1).float().sum(1)
+    assert adv.shape == x.shape and 0 <= adv.min() and adv.max() <= 1
+    assert torch.all(changed >= 1) and torch.all(changed <= 9 * 9)  # one square of side <= h/4 + 1

@@ -37,6 +37,8 @@ __all__ = [
     "multikrum",
     "pairwise_sq_distances",
     "trimmed_mean",
+    "weighted_median",
+    "weighted_trimmed_mean",
 ]
 
 
@@ -92,6 +94,64 @@ def median(updates: NDArray[np.floating]) -> Aggregate:
     u = _check(updates)
     k = u.shape[0]
     return Aggregate(np.median(u, axis=0), np.full(k, 1.0 / k), np.ones(k, dtype=bool))
+
+
+def weighted_median(updates: NDArray[np.floating], weights: NDArray[np.floating] | list[float]) -> Aggregate:
+    """Coordinate-wise weighted median: per coordinate, the smallest value whose cumulative weight reaches half.
+
+    With equal weights it is the lower median (``median`` averages the two middle values for even
+    ``K``). Clients with weight 0 never supply a coordinate.
+
+    Args:
+        updates: ``(K, d)`` client updates.
+        weights: ``(K,)`` non-negative weights with a positive sum.
+
+    The returned ``weights`` are the share of coordinates each client supplied.
+    """
+    u = _check(updates)
+    k = u.shape[0]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {w}")
+    order = np.argsort(u, axis=0, kind="stable")
+    cum = np.cumsum(w[order], axis=0)
+    pick = np.argmax(cum >= 0.5 * w.sum() - 1e-12, axis=0)  # first index reaching half the weight
+    src = order[pick, np.arange(u.shape[1])]
+    counts = np.bincount(src, minlength=k).astype(np.float64)
+    return Aggregate(u[src, np.arange(u.shape[1])], counts / counts.sum(), w > 0)
+
+
+def weighted_trimmed_mean(updates: NDArray[np.floating], weights: NDArray[np.floating] | list[float],
+                          trim: float = 0.25) -> Aggregate:
+    """Coordinate-wise weighted mean of the values in the central ``1 − 2·trim`` share of the weight.
+
+    Per coordinate the values are sorted; each value occupies the interval of cumulative weight
+    ``[c − w, c]`` and contributes the weight of its overlap with ``[trim·W, (1 − trim)·W]``. With
+    ``trim → 0.5`` it tends to :func:`weighted_median`; with ``trim = 0`` it is the weighted mean.
+
+    Args:
+        updates: ``(K, d)`` client updates.
+        weights: ``(K,)`` non-negative weights with a positive sum.
+        trim: Share of the total weight cut at each end, ``0 <= trim < 0.5``.
+    """
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    u = _check(updates)
+    k = u.shape[0]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {w}")
+    order = np.argsort(u, axis=0, kind="stable")
+    ws = w[order]
+    hi = np.cumsum(ws, axis=0)
+    lo = hi - ws
+    total = w.sum()
+    part = np.clip(np.minimum(hi, (1 - trim) * total) - np.maximum(lo, trim * total), 0.0, None)
+    vals = np.take_along_axis(u, order, axis=0)
+    upd = (part * vals).sum(axis=0) / part.sum(axis=0)
+    share = np.zeros(k)
+    np.add.at(share, order.ravel(), part.ravel())
+    return Aggregate(upd, share / share.sum(), share > 0)
 
 
 def trimmed_mean(updates: NDArray[np.floating], beta: float = 0.2) -> Aggregate:

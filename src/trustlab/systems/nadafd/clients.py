@@ -110,7 +110,7 @@ class SARClient:
             p = self.naat
 
             def adv(m: torch.nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-                return naat_adversarial(m, xb, yb, bank, p["eps"], p["steps"], p["looks"], g)
+                return naat_adversarial(m, xb, yb, bank, p["eps"], p["steps"], p["looks"], g, p.get("offset", 0.0))
 
         lr = self.lr * self.lr_decay ** max(rnd - 1, 0)
         loss = local_train(model, x, y, self.epochs, self.batch_size, lr, self.momentum, g, adv,

@@ -55,9 +55,14 @@ class Config(SystemConfig):
         naat_beta: Weight of the adversarial loss.
         naat_fraction: Fraction of each batch turned adversarial.
         naat_looks: Speckle looks sampled for the mask-guided speckle.
+        naat_offset: Largest amplitude ``a`` of the additive Gamma texture ``a·g`` inside random masks.
         dha_rho: Health EMA factor ``ρ``.
         dha_tau: Health threshold ``τ_h`` below which a client gets weight 0.
         dha_z0: Robust z-score tolerated before frequency suspicion lowers quality.
+        dha_rule: Aggregation of the clipped updates: ``median`` (health-weighted coordinate-wise
+            median) or ``mean`` (health-weighted mean).
+        dha_behaviour: Per-round behaviour quality: ``consensus`` (cosine with the coordinate-wise
+            median update) or ``cluster`` (FLAME's HDBSCAN majority-cluster membership).
         clean_reference: Also run FedAvg without attackers (setting ``no_attack``).
     """
 
@@ -87,7 +92,7 @@ class Config(SystemConfig):
     scale_gamma: float = 1.0
     trigger_size: int = 6
     fdci_every: int = 3
-    fdci_steps: int = 8
+    fdci_steps: int = 30
     fdci_probes: int = 4
     fdci_cost: float = 2.0
     naat_eps: float = 0.05
@@ -95,9 +100,12 @@ class Config(SystemConfig):
     naat_beta: float = 0.5
     naat_fraction: float = 0.25
     naat_looks: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    naat_offset: float = 0.3
     dha_rho: float = 0.7
     dha_tau: float = 0.4
     dha_z0: float = 3.0
+    dha_rule: str = "median"
+    dha_behaviour: str = "consensus"
     clean_reference: bool = True
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -140,5 +148,10 @@ class Config(SystemConfig):
             raise UserError("poison_fraction, naat_fraction in [0, 1] and scale_gamma > 0 required", "fix the value")
         if not (0 <= self.dha_rho < 1 and 0 <= self.dha_tau <= 1 and self.naat_eps >= 0 and self.naat_steps >= 0):
             raise UserError("dha_rho in [0, 1), dha_tau in [0, 1], naat_eps/naat_steps >= 0 required", "fix the value")
+        if self.dha_rule not in ("median", "mean", "trimmed") or self.dha_behaviour not in ("consensus", "cluster"):
+            raise UserError(f"dha_rule={self.dha_rule!r}, dha_behaviour={self.dha_behaviour!r}",
+                            "use dha_rule 'median', 'trimmed' or 'mean' and dha_behaviour 'consensus' or 'cluster'")
+        if self.naat_offset < 0:
+            raise UserError(f"naat_offset={self.naat_offset} must be >= 0", "set naat_offset to e.g. 0.3")
         if not self.naat_looks or min(self.naat_looks) <= 0:
             raise UserError(f"naat_looks={self.naat_looks}", "give positive numbers of looks, e.g. [1, 2, 4]")

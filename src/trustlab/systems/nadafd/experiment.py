@@ -45,7 +45,8 @@ def make_strategy(method: str, cfg: Config, data: FedData, seed: int) -> Strateg
         return NADAFDStrategy(model_fn, cfg.image_size, data.num_classes, use_fdci=off != "fdci", use_dha=off != "dha",
                               use_naat=off != "naat", rho=cfg.dha_rho, tau=cfg.dha_tau, z0=cfg.dha_z0,
                               fdci_every=cfg.fdci_every, fdci_steps=cfg.fdci_steps, fdci_probes=cfg.fdci_probes,
-                              fdci_cost=cfg.fdci_cost, seed=derive_seed(seed, "nadafd"))
+                              fdci_cost=cfg.fdci_cost, rule=cfg.dha_rule, behaviour=cfg.dha_behaviour,
+                              seed=derive_seed(seed, "nadafd"))
     return make_baseline(method, cfg, len(data.malicious), model_fn, data.root.x, data.root.y, seed)
 
 
@@ -58,7 +59,7 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int) ->
     torch.manual_seed(derive_seed(seed, "init"))
     init = get_parameters(model_fn())
     naat = {"eps": cfg.naat_eps, "steps": cfg.naat_steps, "beta": cfg.naat_beta, "fraction": cfg.naat_fraction,
-            "looks": list(cfg.naat_looks)}
+            "looks": list(cfg.naat_looks), "offset": cfg.naat_offset}
     clients = make_clients(data.train.x, data.train.y, data.parts, data.malicious, trigger, attack == "dba", model_fn,
                            seed, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                            target=cfg.target_class, poison_fraction=cfg.poison_fraction, scale_gamma=cfg.scale_gamma,

@@ -5,21 +5,24 @@ from the abstract and the nearest published method (see README "Design choices")
 
 1. **FDCI, frequency-domain collaborative inversion** (server). Neural-Cleanse/FLIP-style trigger
    inversion (mask ``m``, pattern ``p``, ``x' = (1 − m) x + m p``, loss ``CE + c·mean(m)``) of every
-   received client model on *pure Gamma-speckle probes* (no client data needed), towards the class
-   whose probability the client's update raised most. The log-amplitude spectrum of the inverted
-   trigger ``m ⊙ p`` (radially averaged) and the mask size are compared across clients with robust
-   z-scores: "cross-client spectral inconsistency". A FreqFed-style low-band DCT of each client's
-   output-layer update adds a cheap spectral signature every round. Inverted triggers of suspicious
-   clients are broadcast to benign clients ("collaborative") for module 2.
+   received client model towards every class, batched over clients (``torch.func.vmap``), on
+   *data-free physics probes* (random point-scatterer layouts under Gamma speckle, no client data).
+   Per class, each client's inverted trigger is compared *across clients* with robust z-scores: a
+   log-mask size much smaller than the other clients' (Neural Cleanse's signal) and a high-frequency
+   power share of ``m ⊙ p`` larger than theirs (a speckle-like spectrum): "cross-client spectral
+   inconsistency". Inverted triggers of clients that FDCI *and* DHA both distrust are broadcast to
+   benign clients ("collaborative") for module 2.
 2. **NAAT, noise-aware adversarial training** (benign clients). Mask-guided adversarial samples with
    Gamma speckle inside the mask: ``x_adv = clip(x ⊙ ((1 − m) + m ⊙ n) + m ⊙ (p + δ))``,
-   ``n ~ Gamma(L, 1/L)``, ``δ`` from PGD within ``‖δ‖∞ ≤ ε`` *maximising* the loss of the true label;
-   loss ``CE(x) + β CE(x_adv)`` on a fraction of each batch (FLIP-style hardening, true labels kept).
-   Masks come from the FDCI bank, else random squares.
+   ``n ~ Gamma(L, 1/L)``, ``p`` an additive Gamma texture (random masks) or an inverted trigger (FDCI
+   bank), ``δ`` from PGD within ``‖δ‖∞ ≤ ε`` *maximising* the loss of the true label; loss
+   ``CE(x) + β CE(x_adv)`` on a fraction of each batch (FLIP-style hardening, true labels kept).
 3. **DHA, dynamic health assessment** (server). Per-round quality ``q_k = c_k · exp(−max(0, s_k − z₀))``
-   (``c_k``: membership of the majority HDBSCAN cluster of cosine distances, FLAME's filter; ``s_k``:
-   FDCI's spectral suspicion), health EMA ``h_k ← ρ h_k + (1 − ρ) q_k`` kept across rounds,
-   weights ``w_k ∝ n_k h_k 1[h_k ≥ τ]``, updates clipped to the median norm over all clients.
+   (``c_k``: agreement of the update with the coordinate-wise median update relative to the typical
+   client's; ``s_k``: FDCI's suspicion), health EMA ``h_k ← ρ h_k + (1 − ρ) q_k`` kept across rounds,
+   clients with ``h_k < τ`` dropped, updates clipped to the median norm over all clients, and the
+   health-weighted coordinate-wise median of the clipped updates applied (robust statistics inside
+   DHA: the health decides *how much say* a client has in the median).
 """
 
 from __future__ import annotations
@@ -32,23 +35,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
-from scipy.fft import dctn
 
-from trustlab.data.sar import gamma_speckle, normalise_chips
-from trustlab.federated.aggregate import Aggregate, flame_filter
+from trustlab.data.sar import gamma_speckle, normalise_chips, simulate_sar_chips
+from trustlab.federated.aggregate import Aggregate, flame_filter, weighted_median, weighted_trimmed_mean
 from trustlab.federated.simulation import set_parameters
 from trustlab.federated.strategy import NDArrays, UpdateStrategy, unflatten
 
 __all__ = [
     "NADAFDStrategy",
     "decode_bank",
-    "dct_lowband",
     "encode_bank",
     "binarise_mask",
     "health_update",
-    "invert_trigger",
+    "highfreq_fraction",
+    "invert_triggers",
+    "physics_probes",
     "naat_adversarial",
-    "radial_spectrum",
     "robust_z",
     "speckle_probes",
 ]
@@ -68,25 +70,17 @@ def robust_z(values: NDArray[np.floating]) -> NDArray[np.float64]:
     return (v - med) / mad
 
 
-def radial_spectrum(img: torch.Tensor, bins: int = 8) -> NDArray[np.float64]:
-    """Radially averaged, L2-normalised log-amplitude spectrum ``log(1 + |FFT2(img)|)`` of a 2-D image."""
-    a = torch.log1p(torch.fft.fftshift(torch.fft.fft2(img.double())).abs()).numpy()
+def highfreq_fraction(img: torch.Tensor, cutoff: float = 0.25) -> float:
+    """Share of the (mean-removed) power spectrum ``|FFT2(img)|²`` beyond radius ``cutoff · side``.
+
+    Speckle-like textures put most of their power at high spatial frequencies; the smooth blobs of
+    point scatterers (natural class evidence) put it at low ones.
+    """
+    a = torch.fft.fftshift(torch.fft.fft2((img - img.mean()).double())).abs().pow(2).numpy()
     h, w = a.shape
     yy, xx = np.mgrid[:h, :w]
-    r = np.hypot(yy - h // 2, xx - w // 2)
-    edges = np.linspace(0, r.max() + 1e-9, bins + 1)
-    idx = np.clip(np.digitize(r, edges) - 1, 0, bins - 1)
-    prof = np.bincount(idx.ravel(), weights=a.ravel(), minlength=bins) / np.maximum(np.bincount(idx.ravel(), minlength=bins), 1)
-    n = np.linalg.norm(prof)
-    return prof / n if n > 0 else prof
-
-
-def dct_lowband(matrix: NDArray[np.floating], keep: float = 0.5) -> NDArray[np.float64]:
-    """FreqFed's signature: 2-D DCT-II of a weight(-update) matrix, top-left ``keep`` fraction per axis."""
-    m = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
-    d = dctn(m, type=2, norm="ortho")
-    r, c = max(1, int(np.ceil(keep * m.shape[0]))), max(1, int(np.ceil(keep * m.shape[1])))
-    return d[:r, :c].ravel()
+    total = float(a.sum())
+    return float(a[np.hypot(yy - h // 2, xx - w // 2) > cutoff * min(h, w)].sum() / total) if total > 0 else 0.0
 
 
 def health_update(previous: float, quality: float, rho: float) -> float:
@@ -103,17 +97,33 @@ def speckle_probes(n: int, size: int, looks: float, generator: np.random.Generat
 
 
 # ------------------------------------------------------------------------------------------- FDCI
-def invert_trigger(model: torch.nn.Module, probes: torch.Tensor, num_classes: int, steps: int, cost: float,
-                   lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Neural-Cleanse/FLIP trigger inversion towards *every* class at once, on ``probes``.
+def physics_probes(n: int, size: int, looks: float, generator: np.random.Generator) -> torch.Tensor:
+    """Data-free probe chips from SAR physics alone: random point-scatterer layouts under Gamma speckle.
 
-    For each class ``c`` a mask ``m_c = tanh(m̃_c)/2 + 1/2`` and pattern ``p_c`` are optimised so that
-    ``(1 − m_c) x + m_c p_c`` is classified as ``c`` (loss ``CE + cost · mean(m_c)``, Adam with FLIP's
-    betas (0.5, 0.9)); all classes share one batch. (FLIP/NC adapt ``cost`` over hundreds of steps; we
-    use a fixed cost and few steps to fit the CPU budget.)
+    The layouts come from a template seed drawn from ``generator`` (not the classes of any client), at
+    random aspect (360°), so the probes look like generic SAR target chips without carrying a single
+    client sample. (Pure-speckle probes, :func:`speckle_probes`, are degenerate: most models map them
+    all to one "background" class, which makes that class trivially easy to invert.)
+    """
+    chips = simulate_sar_chips(n, generator, num_classes=max(2, min(n, 16)), size=size, looks=looks,
+                               template_seed=int(generator.integers(1 << 30)), scatterer_sigma=0.1, jitter=0.03,
+                               aspect_deg=360.0)
+    return chips.x
+
+
+def invert_triggers(models: Sequence[torch.nn.Module], probes: torch.Tensor, num_classes: int, steps: int,
+                    cost: float, lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Neural-Cleanse/FLIP trigger inversion of *every* client model towards *every* class at once.
+
+    For client ``k`` and class ``c`` a mask ``m_kc = tanh(m̃)/2 + 1/2`` and pattern ``p_kc`` are optimised
+    so that ``(1 − m_kc) x + m_kc p_kc`` is classified as ``c`` by model ``k`` (loss ``CE + cost ·
+    mean(m_kc)``, Adam with FLIP's betas (0.5, 0.9)). The ``K`` models share one architecture and run
+    batched (``torch.func.vmap`` over their stacked parameters), which is what makes a per-client
+    inversion affordable every few rounds. (FLIP/NC adapt ``cost`` over hundreds of steps; we use a
+    fixed cost and tens of steps to fit the CPU budget.)
 
     Args:
-        model: The client model (its parameters are frozen here).
+        models: ``K`` client models of one architecture (not modified).
         probes: ``(N, 1, H, W)`` probe inputs.
         num_classes: Number of classes ``C``.
         steps: Adam steps.
@@ -121,32 +131,39 @@ def invert_trigger(model: torch.nn.Module, probes: torch.Tensor, num_classes: in
         lr: Adam learning rate.
 
     Returns:
-        ``(masks, patterns, success)``: ``(C, H, W)`` tensors in [0, 1] and the ``(C,)`` fraction of
-        probes flipped to each class.
+        ``(masks, patterns, success)``: ``(K, C, H, W)`` tensors in [0, 1] and the ``(K, C)`` fraction
+        of probes flipped to each class.
     """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state([m.eval() for m in models])
+    params = {k: v.detach() for k, v in params.items()}
+    base = models[0]
+    fwd = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+    k = len(models)
     n, _, h, w = probes.shape
-    m_raw = torch.full((num_classes, 1, h, w), -2.0, requires_grad=True)
-    p_raw = torch.zeros((num_classes, 1, h, w), requires_grad=True)
+    m_raw = torch.full((k, num_classes, 1, h, w), -2.0, requires_grad=True)
+    p_raw = torch.zeros((k, num_classes, 1, h, w), requires_grad=True)
     opt = torch.optim.Adam([m_raw, p_raw], lr=lr, betas=(0.5, 0.9))
-    tgt = torch.arange(num_classes).repeat_interleave(n)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    tgt = torch.arange(num_classes).repeat_interleave(n).repeat(k)
 
     def stamp() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         m, pat = torch.tanh(m_raw) / 2 + 0.5, torch.tanh(p_raw) / 2 + 0.5
-        x = (1 - m[:, None]) * probes[None] + (m * pat)[:, None]  # (C, N, 1, H, W)
-        return m, pat, x.reshape(num_classes * n, 1, h, w)
+        x = (1 - m[:, :, None]) * probes[None, None] + (m * pat)[:, :, None]  # (K, C, N, 1, H, W)
+        return m, pat, x.reshape(k, num_classes * n, 1, h, w)
 
     for _ in range(steps):
         m, _, x = stamp()
-        loss = F.cross_entropy(model(x), tgt) + cost * m.mean(dim=(1, 2, 3)).sum()
+        logits = fwd(params, buffers, x).reshape(-1, num_classes)
+        loss = F.cross_entropy(logits, tgt, reduction="sum") / (num_classes * n) + cost * m.mean(dim=(2, 3, 4)).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
         m, pat, x = stamp()
-        success = (model(x).argmax(1) == tgt).float().reshape(num_classes, n).mean(1)
-    return m[:, 0].detach(), pat[:, 0].detach(), success
+        hit = fwd(params, buffers, x).reshape(-1, num_classes).argmax(1) == tgt
+        success = hit.float().reshape(k, num_classes, n).mean(2)
+    return m[:, :, 0].detach(), pat[:, :, 0].detach(), success
 
 
 def encode_bank(bank: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bytes:
@@ -177,26 +194,29 @@ def binarise_mask(mask: torch.Tensor, area: float) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- NAAT
 def naat_adversarial(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
                      bank: Sequence[tuple[torch.Tensor, torch.Tensor]], eps: float, steps: int,
-                     looks: Sequence[float], generator: torch.Generator) -> torch.Tensor:
+                     looks: Sequence[float], generator: torch.Generator, offset: float = 0.0) -> torch.Tensor:
     """Mask-guided, Gamma-speckled adversarial samples (module 2).
 
     ``x_adv = clip(x ⊙ ((1 − m) + m ⊙ n) + m ⊙ (p + δ), 0, 1)`` with ``n ~ Gamma(L, 1/L)`` per pixel
-    (``L`` drawn from ``looks``), ``(m, p)`` from ``bank`` (else a random square mask and ``p = 0``) and
+    (``L`` drawn from ``looks``); ``(m, p)`` is a random 3–h/4 px square with an additive Gamma texture
+    ``p = a·g``, ``g ~ Gamma(1, 1)``, ``a ~ U(0, offset)`` (a speckle-concealed trigger candidate), or, for
+    half of the samples when FDCI's ``bank`` is not empty, an inverted trigger from the bank; and
     ``δ`` from ``steps`` PGD steps maximising ``CE(f(x_adv), y)`` within ``‖δ‖∞ ≤ eps``.
     """
     n, _, h, w = x.shape
-    if bank:
+    side = torch.randint(3, max(4, h // 4 + 1), (n, 1, 1, 1), generator=generator)
+    r0 = (torch.rand((n, 1, 1, 1), generator=generator) * (h - side + 1)).long()
+    c0 = (torch.rand((n, 1, 1, 1), generator=generator) * (w - side + 1)).long()
+    rows = torch.arange(h).view(1, 1, h, 1)
+    cols = torch.arange(w).view(1, 1, 1, w)
+    masks = ((rows >= r0) & (rows < r0 + side) & (cols >= c0) & (cols < c0 + side)).float()
+    amp = torch.rand((n, 1, 1, 1), generator=generator) * offset
+    pats = amp * torch._standard_gamma(torch.ones(n, 1, h, w), generator=generator)  # noqa: SLF001
+    if bank:  # half of the samples use an inverted trigger from the FDCI bank instead of a random square
+        use = torch.rand(n, generator=generator) < 0.5
         pick = torch.randint(len(bank), (n,), generator=generator)
-        masks = torch.stack([bank[int(i)][0] for i in pick]).unsqueeze(1)
-        pats = torch.stack([bank[int(i)][1] for i in pick]).unsqueeze(1)
-    else:
-        side = torch.randint(3, max(4, h // 4 + 1), (n, 1, 1, 1), generator=generator)
-        r0 = (torch.rand((n, 1, 1, 1), generator=generator) * (h - side + 1)).long()
-        c0 = (torch.rand((n, 1, 1, 1), generator=generator) * (w - side + 1)).long()
-        rows = torch.arange(h).view(1, 1, h, 1)
-        cols = torch.arange(w).view(1, 1, 1, w)
-        masks = ((rows >= r0) & (rows < r0 + side) & (cols >= c0) & (cols < c0 + side)).float()
-        pats = torch.zeros_like(masks)
+        for i in torch.nonzero(use).ravel().tolist():
+            masks[i, 0], pats[i, 0] = bank[int(pick[i])]
     lk = torch.tensor(list(looks), dtype=torch.float32)[torch.randint(len(looks), (n,), generator=generator)]
     conc = lk.view(n, 1, 1, 1).expand(n, 1, h, w)
     speck = torch._standard_gamma(conc, generator=generator) / conc  # noqa: SLF001 - seeded Gamma sampler
@@ -240,9 +260,9 @@ class NADAFDStrategy(UpdateStrategy):
     def __init__(self, model_fn: Callable[[], torch.nn.Module], image_size: int, num_classes: int,
                  use_fdci: bool = True,
                  use_dha: bool = True, use_naat: bool = True, rho: float = 0.6, tau: float = 0.6, z0: float = 1.5,
-                 fdci_every: int = 2, fdci_steps: int = 12, fdci_probes: int = 16, fdci_cost: float = 2.0,
+                 fdci_every: int = 3, fdci_steps: int = 30, fdci_probes: int = 16, fdci_cost: float = 2.0,
                  probe_looks: float = 1.0, bank_area: float = 0.08, outlier_quality: float = 0.0,
-                 seed: int = 0) -> None:
+                 rule: str = "median", behaviour: str = "consensus", seed: int = 0) -> None:
         super().__init__()
         if not 0 <= rho < 1 or not 0 <= tau <= 1:
             raise ValueError(f"need rho in [0, 1) and tau in [0, 1], got {rho}, {tau}")
@@ -255,10 +275,18 @@ class NADAFDStrategy(UpdateStrategy):
         self.probe_looks = probe_looks
         self.bank_area = bank_area
         self.outlier_quality = outlier_quality
+        if rule not in ("mean", "median", "trimmed"):
+            raise ValueError(f"rule must be 'mean', 'median' or 'trimmed', got {rule!r}")
+        self.rule = rule
+        if behaviour not in ("consensus", "cluster"):
+            raise ValueError(f"behaviour must be 'consensus' or 'cluster', got {behaviour!r}")
+        self.behaviour = behaviour
         self.rng_ = np.random.default_rng(seed)
         self.health_: dict[Any, float] = {}
         self.inv_score_: dict[Any, float] = {}
         self.bank_: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.inv_last_: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.z_last_: dict[Any, float] = {}
         self.quality_log_: list[dict[Any, float]] = []
         self.score_log_: list[dict[Any, float]] = []
 
@@ -277,47 +305,69 @@ class NADAFDStrategy(UpdateStrategy):
                     client_ids: list[Any]) -> np.ndarray:
         """Spectral suspicion ``s_k`` (robust z; higher is more suspicious) of each client this round.
 
-        Every ``fdci_every`` rounds each received model is inverted towards every class on the same
-        speckle probes; for each class the inverted triggers are compared *across clients*: a mask
-        much smaller than the other clients' (Neural Cleanse's signal) and a log-spectrum far from
-        the clients' median spectrum both raise the robust z-score. ``s_k`` is the client's largest
-        per-class mean of the two z-scores; between inversions the last score is reused.
+        Every ``fdci_every`` rounds (after a warm-up of that many rounds) all received models are
+        inverted towards every class on the same physics probes; for each class the inverted triggers
+        are compared *across clients*: a log-mask much smaller than the other clients' (Neural
+        Cleanse's signal) and a high-frequency power share of ``m ⊙ p`` larger than theirs (speckle-like
+        spectrum) both raise a robust z-score. ``s_k`` is the client's largest per-class mean of the
+        two z-scores; between inversions the last score is reused.
         """
-        if (server_round - 1) % self.fdci_every == 0:
+        if server_round % self.fdci_every == 0:
             theta = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parameters])
-            probes = speckle_probes(self.fdci_probes, self.image_size, self.probe_looks, self.rng_)
-            sizes, specs, inv = [], [], []
-            for u in updates:
-                model = self._client_model(parameters, theta, u)
-                m, pat, succ = invert_trigger(model, probes, self.num_classes, self.fdci_steps, self.fdci_cost)
-                size = m.mean(dim=(1, 2)).numpy().astype(np.float64)
-                size = np.where(succ.numpy() >= 0.5, size, 1.0)  # failed inversions count as huge masks
-                sizes.append(size)
-                specs.append(np.stack([radial_spectrum(m[c] * pat[c]) for c in range(self.num_classes)]))
-                inv.append((m, pat))
-            sizes_a, specs_a = np.stack(sizes), np.stack(specs)  # (K, C), (K, C, bins)
-            z_mask = np.stack([robust_z(-sizes_a[:, c]) for c in range(self.num_classes)], axis=1)
-            dev = np.linalg.norm(specs_a - np.median(specs_a, axis=0, keepdims=True), axis=2)
-            z_spec = np.stack([robust_z(dev[:, c]) for c in range(self.num_classes)], axis=1)
+            probes = physics_probes(self.fdci_probes, self.image_size, self.probe_looks, self.rng_)
+            models = [self._client_model(parameters, theta, u) for u in updates]
+            masks, pats, succ = invert_triggers(models, probes, self.num_classes, self.fdci_steps, self.fdci_cost)
+            sizes = np.where(succ.numpy() >= 0.5, masks.mean(dim=(2, 3)).numpy().astype(np.float64), 1.0)
+            hf = np.array([[highfreq_fraction(masks[i, c] * pats[i, c]) for c in range(self.num_classes)]
+                           for i in range(len(models))])  # (K, C)
+            hf = np.where(succ.numpy() >= 0.5, hf, 0.0)  # a failed inversion is no evidence
+            inv = [(masks[i], pats[i]) for i in range(len(models))]
+            z_mask = np.stack([robust_z(-np.log(sizes[:, c] + 1e-3)) for c in range(self.num_classes)], axis=1)
+            z_spec = np.stack([robust_z(hf[:, c]) for c in range(self.num_classes)], axis=1)
             z = 0.5 * (z_mask + z_spec)
             z_k = z.max(axis=1)
             for cid, v in zip(client_ids, z_k, strict=True):
                 self.inv_score_[cid] = float(v)
-            order = np.argsort(-z_k)
-            bank = []
-            for i in order[:3]:
-                if z_k[i] > self.z0:
-                    c = int(z[i].argmax())
-                    bank.append((binarise_mask(inv[i][0][c], self.bank_area), inv[i][1][c]))
-            self.bank_ = bank
+            self.inv_last_ = {cid: (inv[i][0][int(z[i].argmax())], inv[i][1][int(z[i].argmax())])
+                              for i, cid in enumerate(client_ids)}
+            self.z_last_ = {cid: float(z_k[i]) for i, cid in enumerate(client_ids)}
         z_inv = np.array([self.inv_score_.get(cid, 0.0) for cid in client_ids])
         self.score_log_.append({cid: float(v) for cid, v in zip(client_ids, z_inv, strict=True)})
         return z_inv
 
+    def behaviour_quality(self, updates: np.ndarray) -> np.ndarray:
+        """This round's behaviour quality ``c_k ∈ [0, 1]`` of each update.
+
+        ``consensus`` (default): ``clip(cos_k / median_j cos_j, 0, 1)`` with ``cos_k = cos(Δ_k, median Δ)``,
+        agreement with the coordinate-wise median update (a robust consensus the attackers cannot move
+        while they are a minority), relative to the typical client's agreement (raw cosines of
+        non-IID updates are ≈ 0.5 for everyone, which a fixed threshold cannot use);
+        ``cluster``: FLAME's HDBSCAN majority-cluster membership (1 inside, ``outlier_quality`` outside).
+        """
+        if self.behaviour == "cluster":
+            return np.where(flame_filter(updates), 1.0, self.outlier_quality)
+        med = np.median(updates, axis=0)
+        cos = updates @ med / np.maximum(np.linalg.norm(updates, axis=1) * np.linalg.norm(med), 1e-12)
+        ref = float(np.median(cos))
+        return np.clip(cos / ref, 0.0, 1.0) if ref > 1e-12 else np.ones(len(cos))
+
+    def _bank(self, client_ids: list[Any], health: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Inverted triggers (binarised mask, pattern) of the (at most 3) clients both modules distrust.
+
+        A client's latest inverted trigger enters the bank broadcast to benign clients only when its
+        FDCI suspicion exceeds ``z0`` *and* its health is below ``tau``: with FDCI alone, triggers of
+        label-skewed benign clients (natural class evidence) entered the bank and NAAT then taught the
+        clients to ignore real class evidence (measured: clean accuracy −4 points on seed 0).
+        """
+        cand = [(self.z_last_[c], c) for c, h in zip(client_ids, health, strict=True)
+                if c in self.inv_last_ and self.z_last_[c] > self.z0 and h < self.tau]
+        return [(binarise_mask(self.inv_last_[c][0], self.bank_area), self.inv_last_[c][1])
+                for _, c in sorted(cand, key=lambda t: -t[0])[:3]]
+
     # -- module 3 + aggregation --------------------------------------------------------------------
     def aggregate_updates(self, server_round, updates, num_examples, client_ids, parameters) -> Aggregate:  # noqa: D102
         k = updates.shape[0]
-        cluster = np.where(flame_filter(updates), 1.0, self.outlier_quality)
+        cluster = self.behaviour_quality(updates)
         if self.use_fdci:
             s = self.fdci_scores(server_round, updates, parameters, client_ids)
             freq_q = np.exp(-np.maximum(0.0, s - self.z0))
@@ -331,6 +381,8 @@ class NADAFDStrategy(UpdateStrategy):
                 self.health_[cid] = h[i]
         self.quality_log_.append({cid: float(v) for cid, v in zip(client_ids, h, strict=True)})
         keep = h >= self.tau
+        if self.use_fdci:
+            self.bank_ = self._bank(client_ids, h)
         if not keep.any():
             keep = h >= np.median(h)
         norms = np.linalg.norm(updates, axis=1)
@@ -340,4 +392,8 @@ class NADAFDStrategy(UpdateStrategy):
         if w.sum() <= 0:
             w = keep.astype(np.float64)
         w = w / w.sum()
+        if self.rule == "median":
+            return Aggregate(weighted_median(clipped, w).update, w, keep)
+        if self.rule == "trimmed":
+            return Aggregate(weighted_trimmed_mean(clipped, w, 0.25).update, w, keep)
         return Aggregate(w @ clipped, w, keep)
