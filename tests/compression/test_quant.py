@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,19 @@ def test_hqq_backend_quantizes_a_layer() -> None:
     e2 = output_error(w, be.quantize_weight(w, 2), x)
     e4 = output_error(w, be.quantize_weight(w, 4), x)
     assert e4 < e2 < 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TRUSTLAB_SLOW"), reason="optimum-quanto imports in 30-40 s; TRUSTLAB_SLOW=1")
+def test_quanto_backend_quantizes_a_layer_with_our_group_size() -> None:
+    pytest.importorskip("optimum.quanto")
+    w, x = _layer_and_inputs(2)
+    be = get_backend("quanto", 16)
+    q2, q4 = be.quantize_weight(w, 2), be.quantize_weight(w, 4)
+    assert output_error(w, q4, x) < output_error(w, q2, x) < 1.0
+    # the group size is honoured: at most 2^bits distinct values in every (row, group of 16 columns)
+    groups = q2.reshape(w.shape[0], -1, 16)
+    assert max(len(torch.unique(g)) for g in groups.reshape(-1, 16)) <= 4
 
 
 def test_unknown_backend_and_bad_group() -> None:

@@ -186,7 +186,23 @@ def test_run_on_local_hf_folder(tmp_path) -> None:  # noqa: ANN001
     LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
     rec, out = run_system("impq", "smoke", out=tmp_path / "run", overrides=[
         f"model={tmp_path / 'm'}", "backends=[rtn]", "budgets=[3.0]", "n_permutations=2", "seq_len=32",
-        "n_calib=2", "n_eval=2", "methods=[impq,sensitivity,uniform]", "group_size=16"])
+        "n_calib=2", "n_eval=2", "methods=[impq,sensitivity,uniform]", "group_size=16", "block_group=2"])
     settings = {r["setting"] for r in rec.rows}
     assert settings == {"model=m;backend=rtn;bits=3"}
+    # coarse players: blocks {0,1} and {2}; every plan keeps the blocks of a player at one bit width
+    assert rec.extra["players"] == [[0, 1], [2]]
+    for key, bits in rec.extra["plans"].items():
+        if "|uniform|" not in key:
+            assert bits[0] == bits[1] and set(bits) <= {2, 4}
     assert (out / "results.json").is_file()
+
+
+def test_corpus_split3_keeps_calibration_out_of_training_text() -> None:
+    from trustlab.data.text_corpus import corpus_split, corpus_split3, corpus_text
+
+    s3 = corpus_split3(0.5, 0.1)
+    assert s3.train == corpus_split(0.5).calibration  # the tiny model's training text is unchanged
+    assert s3.train + s3.calibration + s3.evaluation == corpus_text()
+    assert len(s3.calibration) > 40_000 and len(s3.evaluation) > 4 * len(s3.calibration) - 10
+    with pytest.raises(UserError):
+        corpus_split3(0.6, 0.5)

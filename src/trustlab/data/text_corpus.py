@@ -8,8 +8,10 @@ changes between runs or machines.
 Card:
     source: ``pydoc_data.topics`` (CPython standard library), PSF licence.
     size: ~465k characters (~113k SmolLM2 tokens, ~465k bytes).
-    split: first ``calib_fraction`` (default 0.5) of the characters -> calibration (stands in for
-        C4 in the IMPQ paper), the rest -> evaluation (stands in for WikiText-2).
+    split: first ``calib_fraction`` (default 0.5) of the characters -> calibration, the rest ->
+        evaluation (:func:`corpus_split`); or three parts (:func:`corpus_split3`): first 50 % ->
+        training (the tiny Llama), next 10 % -> calibration (stands in for C4 in the IMPQ paper),
+        last 40 % -> evaluation (stands in for WikiText-2).
     caveat: technical English about Python; not web text.
 """
 
@@ -56,6 +58,40 @@ def corpus_split(calib_fraction: float = 0.5) -> TextSplit:
     text = corpus_text()
     cut = int(len(text) * calib_fraction)
     return TextSplit(calibration=text[:cut], evaluation=text[cut:])
+
+
+@dataclass(frozen=True)
+class TextSplit3:
+    """Training, calibration and evaluation parts of the corpus (disjoint, in corpus order).
+
+    Attributes:
+        train: Text a model may be trained on (the tiny Llama).
+        calibration: Calibration text (SPQE, baselines, GPTQ Hessians), never trained on.
+        evaluation: Held-out evaluation text (perplexity).
+    """
+
+    train: str
+    calibration: str
+    evaluation: str
+
+
+def corpus_split3(train_fraction: float = 0.5, calib_fraction: float = 0.1) -> TextSplit3:
+    """Split the corpus into training / calibration / evaluation parts at fixed character fractions.
+
+    With the defaults the training part is exactly ``corpus_split(0.5).calibration``, calibration is
+    the next 10 % and evaluation the last 40 %, so a model trained on the training part is calibrated
+    and evaluated on text it has never seen (as an LLM calibrated on C4 and evaluated on WikiText-2).
+
+    Raises:
+        UserError: fractions outside (0, 1) or summing to 1 or more.
+    """
+    if not (0.0 < train_fraction < 1.0 and 0.0 < calib_fraction < 1.0 and train_fraction + calib_fraction < 1.0):
+        raise UserError(f"train_fraction={train_fraction}, calib_fraction={calib_fraction} must be in (0, 1) "
+                        "with a sum below 1", "use e.g. 0.5 and 0.1")
+    text = corpus_text()
+    a = int(len(text) * train_fraction)
+    b = int(len(text) * (train_fraction + calib_fraction))
+    return TextSplit3(train=text[:a], calibration=text[a:b], evaluation=text[b:])
 
 
 def byte_encode(text: str) -> torch.Tensor:

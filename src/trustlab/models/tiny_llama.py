@@ -41,7 +41,8 @@ class TinyLlamaRecipe:
         lr: Peak AdamW learning rate (linear warm-up over 5 % of steps, cosine decay to 10 %).
         weight_decay: AdamW weight decay.
         seed: Seed of initialization and batch sampling.
-        calib_fraction: Corpus split used for training (calibration half).
+        calib_fraction: Leading fraction of the corpus trained on (``corpus_split3(f, ...).train``; the
+            calibration and evaluation text of IMPQ come after it and are never trained on).
     """
 
     n_layers: int = 8

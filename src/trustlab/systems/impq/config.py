@@ -9,7 +9,7 @@ from trustlab.compression.backends import BACKENDS
 from trustlab.config import SystemConfig
 from trustlab.errors import UserError
 
-METHODS = ("impq", "impq_diag", "sensitivity", "lim", "zd", "act_norm", "random", "uniform")
+METHODS = ("impq", "impq_diag", "impq_sii", "sensitivity", "lim", "zd", "act_norm", "random", "uniform")
 
 
 @dataclass
@@ -19,11 +19,11 @@ class TinyModelConfig:
     n_layers: int = 8
     hidden: int = 64
     heads: int = 4
-    intermediate: int = 160
-    seq_len: int = 64
-    batch: int = 16
-    steps: int = 300
-    lr: float = 5e-3
+    intermediate: int = 192
+    seq_len: int = 128
+    batch: int = 8
+    steps: int = 1200
+    lr: float = 4e-3
     seed: int = 0
 
 
@@ -49,6 +49,9 @@ class Config(SystemConfig):
         n_eval: Evaluation rows (perplexity on the held-out half).
         exact_max_blocks: Compute exact Shapley values (all 2^n subsets) when n <= this.
         batch_size: Forward batch size.
+        block_group: Consecutive decoder blocks per player (1 = the paper's players, one block each;
+            larger values give coarser players, so that SPQE affords more permutations on big models
+            on a CPU). Every allocator then chooses among the same players.
         tiny: Recipe of the tiny model.
     """
 
@@ -58,15 +61,16 @@ class Config(SystemConfig):
     budgets: list[float] = field(default_factory=lambda: [4.0, 3.5, 3.0, 2.5, 2.0])
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     group_size: int = 32
-    n_permutations: int = 16
+    n_permutations: int = 64
     alpha: float = 0.5
     interactions: str = "cov"
     solver: str = "auto"
     seq_len: int = 128
-    n_calib: int = 16
-    n_eval: int = 32
+    n_calib: int = 32
+    n_eval: int = 64
     exact_max_blocks: int = 10
     batch_size: int = 8
+    block_group: int = 1
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -92,8 +96,11 @@ class Config(SystemConfig):
             "seeds": [0],
             "backends": ["rtn"],
             "budgets": [3.5, 3.0, 2.5],
+            "methods": ["impq", "impq_diag", "sensitivity", "lim", "zd", "act_norm", "random", "uniform"],
             "group_size": 64,
-            "n_permutations": 4,
+            "block_group": 3,
+            "n_permutations": 16,
+            "exact_max_blocks": 0,
             "seq_len": 128,
             "n_calib": 2,
             "n_eval": 4,
@@ -127,6 +134,6 @@ class Config(SystemConfig):
             raise UserError(f"interactions={self.interactions!r}", "use cov or sii")
         if self.solver not in ("auto", "brute", "scip", "greedy"):
             raise UserError(f"unknown solver {self.solver!r}", "use auto, brute, scip or greedy")
-        for name in ("seq_len", "n_calib", "n_eval", "batch_size"):
+        for name in ("seq_len", "n_calib", "n_eval", "batch_size", "block_group"):
             if getattr(self, name) < 1 or (name == "seq_len" and self.seq_len < 2):
                 raise UserError(f"{name}={getattr(self, name)} is too small", f"use a positive {name}")

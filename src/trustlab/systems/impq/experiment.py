@@ -47,10 +47,19 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     model = lm.model.to(ctx.device)
     calib, evalt = text_tokens(lm, cfg.seq_len, cfg.n_calib, cfg.n_eval)
     n_params = block_param_counts(model)
-    n = len(n_params)
-    costs = upgrade_costs(n_params)
+    groups = player_groups(len(n_params), cfg.block_group)
+    n = len(groups)  # players: one decoder block each, or block_group consecutive blocks
+    p_params = [sum(n_params[j] for j in g) for g in groups]
+    costs = upgrade_costs(p_params)
     mname = lm.name
-    log.info("model %s: %d blocks, %d quantized weights", mname, n, sum(n_params))
+    log.info("model %s: %d blocks (%d players), %d quantized weights", mname, len(n_params), n, sum(n_params))
+
+    def block_bits(mask: np.ndarray) -> list[int]:
+        """Per-block bit widths of a player mask (True = 2 bits)."""
+        return [2 if mask[i] else 4 for i, g in enumerate(groups) for _ in g]
+
+    def player_mask(bits: tuple[int, ...]) -> np.ndarray:
+        return np.array([bits[g[0]] == 2 for g in groups])
 
     fp_nll = ctx.unit("fp_nll", lambda: mean_nll(model, evalt, cfg.batch_size))
     need_hess = cfg.spqe_backend == "gptq" or "gptq" in cfg.backends
@@ -60,31 +69,36 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     bank = WeightBank(model, get_backend(cfg.spqe_backend, cfg.group_size), (2, 4), hess)
 
     def v(mask: np.ndarray) -> float:
-        bank.set_bits([2 if m else 4 for m in mask])
+        bank.set_bits(block_bits(mask))
         return mean_nll(model, calib, cfg.batch_size)
 
     value = MemoValue(v)
     exact_phi: np.ndarray | None = None
+    oracle: dict[str, Any] = {}
     if n <= cfg.exact_max_blocks:
         table = np.asarray(ctx.unit("exact_table", lambda: value_table(value, n).tolist()))
         for s in range(2**n):  # share the exact evaluations with SPQE (deterministic value function)
             value.cache_[np.array([(s >> i) & 1 for i in range(n)], dtype=bool).tobytes()] = float(table[s])
         exact_phi = exact_shapley(table, n)
+        oracle = _oracle(table, costs, {x: budget_for_avg_bits(n_params, x) for x in cfg.budgets})
 
     def scores_fn() -> dict[str, list[float]]:
         sens = sensitivity_scores(value, n)
         bank.restore()
         lim, act = block_io_stats(model, calib, cfg.batch_size)
-        return {"sensitivity": sens.tolist(), "lim": lim.tolist(), "act_norm": act.tolist(),
-                "zd": zd_scores(model).tolist()}
+        return {"sensitivity": sens.tolist(), "lim": group_scores(lim, n_params, groups).tolist(),
+                "act_norm": group_scores(act, n_params, groups).tolist(),
+                "zd": group_scores(zd_scores(model), n_params, groups).tolist()}
 
     scores = ctx.unit("scores", scores_fn)
 
     # ---- per seed: SPQE ---------------------------------------------------------------------------------
     spqe_res: dict[int, SPQEResult] = {}
+    # adjacent-pair SII estimates ride on the same trajectories (same permutations and marginals)
+    need_sii = cfg.interactions == "sii" or "impq_sii" in cfg.methods
     for seed in cfg.seeds:
         def spqe_fn(seed: int = seed) -> dict[str, Any]:
-            res = spqe(value, n, cfg.n_permutations, np.random.default_rng(seed), sii=cfg.interactions == "sii",
+            res = spqe(value, n, cfg.n_permutations, np.random.default_rng(seed), sii=need_sii,
                        desc=f"SPQE seed {seed}")
             out = {"perms": res.perms.tolist(), "marginals": res.marginals.tolist(), "v_empty": res.v_empty,
                    "v_full": res.v_full, "n_evals": value.n_evals}
@@ -109,17 +123,19 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 if method == "uniform":
                     if abs(x - round(x)) > 1e-9:
                         continue  # uniform only where the budget is an integer bit width
-                    plans[(x, method, seed)] = (int(round(x)),) * n
+                    plans[(x, method, seed)] = (int(round(x)),) * len(n_params)
                     continue
                 if method == "impq":
                     q = impq_fits[seed].allocate(costs, B)
                 elif method == "impq_diag":
                     q = IMPQ(cfg.n_permutations, 1.0, "cov", cfg.solver).fit_from(spqe_res[seed]).allocate(costs, B)
+                elif method == "impq_sii":
+                    q = IMPQ(cfg.n_permutations, cfg.alpha, "sii", cfg.solver).fit_from(spqe_res[seed]).allocate(costs, B)
                 elif method == "random":
                     q = allocate_by_score(np.random.default_rng(10_000 + seed).random(n), costs, B, cfg.solver)
                 else:
                     q = allocate_by_score(scores[method], costs, B, cfg.solver)
-                plans[(x, method, seed)] = tuple(2 if qi else 4 for qi in q)
+                plans[(x, method, seed)] = tuple(block_bits(q))
 
     # save the IMPQ plans (first seed) as JSON with their exports
     s0 = cfg.seeds[0]
@@ -132,7 +148,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                                        method="impq", model=cfg.model,
                                        meta={"target_avg_bits": x, "avg_bits": avg_bits(n_params, bits),
                                              "phi": fit.phi_.tolist(), "se": fit.se_.tolist(),
-                                             "a": fit.a_.tolist(), "K": fit.K_.tolist(), "seed": s0})
+                                             "a": fit.a_.tolist(), "K": fit.K_.tolist(), "seed": s0,
+                                             "players": groups})
         plan.save(ctx.out / "plans" / f"impq_bits={_fmt_bits(x)}.json")
         atomic_write_json(ctx.out / "plans" / f"impq_bits={_fmt_bits(x)}.exports.json", export_formats(plan))
 
@@ -141,7 +158,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     plan_hash = hashlib.sha1(json.dumps(distinct).encode()).hexdigest()[:10]
     # in-sample value of every {2,4} plan: the calibration NLL that SPQE/IMPQ optimize (memoized)
     calib_nll = ctx.unit(f"calib/plans={plan_hash}", lambda: {
-        json.dumps(list(bits)): value(np.array([t == 2 for t in bits])) for bits in distinct if set(bits) <= {2, 4}})
+        json.dumps(list(bits)): value(player_mask(bits)) for bits in distinct if set(bits) <= {2, 4}})
     bank.restore()
     bank.quant_.clear()  # free the SPQE bank's quantized copies before the evaluation banks
     results: dict[str, dict[str, float]] = {}
@@ -190,18 +207,49 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     eff_gap = max(abs(float(r.phi.sum()) - (r.v_full - r.v_empty)) for r in spqe_res.values())
     row_sum = max(float(np.abs(IMPQ(cfg.n_permutations).fit_from(r).C_.sum(axis=1)).max()) for r in spqe_res.values())
     rec.extra.update({
-        "model": mname, "n_blocks": n, "block_params": n_params, "fp_ppl": _ppl(fp_nll),
+        "model": mname, "n_blocks": len(n_params), "n_players": n, "players": groups,
+        "block_params": n_params, "fp_ppl": _ppl(fp_nll),
         "v_all4_calib_nll": spqe_res[s0].v_empty, "v_all2_calib_nll": spqe_res[s0].v_full,
         "phi_exact": None if exact_phi is None else exact_phi.tolist(),
         "phi_spqe": {str(s): r.phi.tolist() for s, r in spqe_res.items()},
         "phi_se": {str(s): r.se.tolist() for s, r in spqe_res.items()},
         "scores": scores, "efficiency_gap": eff_gap, "cov_row_sum_max": row_sum,
         "value_evaluations": value.n_evals,
+        "oracle_calib": oracle,
         "plans": {f"{_fmt_bits(x)}|{m}|{s}": list(bits) for (x, m, s), bits in plans.items()},
     })
     _claims(rec, cfg, mname, n_params, costs, plans, exact_phi, spqe_res, eff_gap, row_sum)
     _plot(rec, cfg, mname, ctx)
     return rec
+
+
+def _oracle(table: np.ndarray, costs: np.ndarray, budgets: dict[float, float]) -> dict[str, Any]:
+    """Exhaustive optimum of the calibration value under each budget (reference; needs the full table).
+
+    Returns ``{budget: {"calib_nll": min v(S), "low_players": sorted S}}`` over the masks that fill the
+    budget exactly as every allocator must (upgrade cost ``<= B`` and ``> B - min c``).
+    """
+    n = len(costs)
+    masks = np.array([[(s >> i) & 1 for i in range(n)] for s in range(2**n)], dtype=bool)
+    extra = (~masks).astype(float) @ costs
+    out: dict[str, Any] = {}
+    for x, B in budgets.items():
+        ok = (extra <= B + 1e-6) & (extra > B - costs.min())
+        if ok.any():
+            s = int(np.flatnonzero(ok)[np.argmin(table[ok])])
+            out[_fmt_bits(x)] = {"calib_nll": float(table[s]), "low_players": np.flatnonzero(masks[s]).tolist()}
+    return out
+
+
+def player_groups(n_blocks: int, block_group: int) -> list[list[int]]:
+    """Players as lists of consecutive block indices (``block_group`` blocks each, the last may be shorter)."""
+    return [list(range(s, min(s + block_group, n_blocks))) for s in range(0, n_blocks, block_group)]
+
+
+def group_scores(scores: np.ndarray, n_params: list[int], groups: list[list[int]]) -> np.ndarray:
+    """Per-player score: the weight-count-weighted mean of its blocks' scores."""
+    w = np.asarray(n_params, dtype=float)
+    return np.array([float((scores[g] * w[g]).sum() / w[g].sum()) for g in groups])
 
 
 def _mean_ppl(rec: RunRecord, setting: str, method: str) -> float | None:
@@ -218,19 +266,24 @@ def _claims(rec: RunRecord, cfg: Config, mname: str, n_params: list[int], costs:
     others = [m for m in MIXED_BASELINES if m in cfg.methods]
     need = min(3, len(mixed))
     for b in cfg.backends:
-        wins, ties, figs = 0, 0, {}
+        wins, ties, same, figs = 0, 0, 0, {}
         for x in cfg.budgets:
             setting = f"model={mname};backend={b};bits={_fmt_bits(x)}"
             ours = _mean_ppl(rec, setting, "impq")
-            best = min((p for m in others if (p := _mean_ppl(rec, setting, m)) is not None), default=None)
-            if ours is None or best is None:
+            base = {m: p for m in others if (p := _mean_ppl(rec, setting, m)) is not None}
+            if ours is None or not base:
                 continue
+            best = min(base.values())
             figs[f"impq@{_fmt_bits(x)}"] = ours
             figs[f"best_baseline@{_fmt_bits(x)}"] = best
             wins += int(ours < best)
             ties += int(ours <= best)
+            # a tie where a baseline returned exactly IMPQ's plan for every seed cannot become a win
+            same += int(ours == best and any(all(plans.get((x, m, s)) == plans.get((x, "impq", s)) for s in cfg.seeds)
+                                             for m, p in base.items() if p == best))
         figs["budgets_won"] = wins
         figs["budgets_won_or_tied"] = ties
+        figs["budgets_tied_with_identical_plan"] = same
         rec.add_claim(f"D1_{b}", f"{mname}/{b}: IMPQ perplexity below every other 2/4-bit allocator "
                       f"({', '.join(others)}) at >= {need} budgets", wins >= need, **figs)
     b0 = cfg.spqe_backend
@@ -261,7 +314,7 @@ def _claims(rec: RunRecord, cfg: Config, mname: str, n_params: list[int], costs:
         if m == "uniform":
             continue
         B = budget_for_avg_bits(n_params, x)
-        extra = float(sum(c for c, t in zip(costs, bits, strict=True) if t == 4))
+        extra = float(sum(c for c, t in zip(upgrade_costs(n_params), bits, strict=True) if t == 4))
         ok &= extra <= B + 1e-6 and extra > B - costs.min()
         worst = max(worst, abs(avg_bits(n_params, bits) - x))
     rec.add_claim("D2_budget", "every mixed plan fills the memory budget (no block fits on top, none over)", ok,
@@ -272,19 +325,27 @@ def _claims(rec: RunRecord, cfg: Config, mname: str, n_params: list[int], costs:
         rec.add_claim("C6_convergence", "SPQE error vs exact Shapley shrinks from M=2 to M=max",
                       errs[cfg.n_permutations] < errs[2], rel_err_m2=errs[2], rel_err_mmax=errs[cfg.n_permutations])
     b0 = cfg.spqe_backend if cfg.spqe_backend in cfg.backends else cfg.backends[0]
+    def pair(other: str) -> list[tuple[float, float | None, float | None]]:
+        return [(x, _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", "impq"),
+                 _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", other)) for x in mixed]
+
+    def figs_of(vals: list, other: str) -> dict[str, float | None]:
+        return {**{f"impq@{x:g}": o for x, o, _ in vals}, **{f"{other}@{x:g}": r for x, _, r in vals}}
+
     if "random" in cfg.methods and mixed:
-        vals = [(x, _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", "impq"),
-                 _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", "random")) for x in mixed]
+        vals = pair("random")
         rec.add_claim("C3_random", f"IMPQ below random at every mixed budget ({b0})",
-                      all(o < r for _, o, r in vals), **{f"impq@{x:g}": o for x, o, _ in vals},
-                      **{f"random@{x:g}": r for x, _, r in vals})
+                      all(o < r for _, o, r in vals), **figs_of(vals, "random"))
     if "impq_diag" in cfg.methods and mixed:
-        vals = [(x, _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", "impq"),
-                 _mean_ppl(rec, f"model={mname};backend={b0};bits={_fmt_bits(x)}", "impq_diag")) for x in mixed]
+        vals = pair("impq_diag")
         rec.add_claim("C5_interactions", f"measured (not asserted by the paper): IMPQ (alpha={cfg.alpha}) no worse "
                       f"than the diagonal-only variant (alpha=1) at most mixed budgets ({b0})",
-                      sum(o <= d for _, o, d in vals) * 2 > len(vals), **{f"impq@{x:g}": o for x, o, _ in vals},
-                      **{f"impq_diag@{x:g}": d for x, _, d in vals})
+                      sum(o <= d for _, o, d in vals) * 2 > len(vals), **figs_of(vals, "impq_diag"))
+    if "impq_sii" in cfg.methods and mixed:
+        vals = pair("impq_sii")
+        rec.add_claim("R_sii", f"report (our ablation): the pairwise Shapley-interaction-index game (impq_sii) "
+                      f"below the covariance IMPQ at most mixed budgets ({b0})",
+                      sum(d < o for _, o, d in vals) * 2 > len(vals), **figs_of(vals, "impq_sii"))
     if "uniform" in cfg.methods and 3.0 in cfg.budgets:
         st = f"model={mname};backend={b0};bits=3"
         u, o = _mean_ppl(rec, st, "uniform"), _mean_ppl(rec, st, "impq")
