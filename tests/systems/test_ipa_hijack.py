@@ -9,17 +9,19 @@ import torch
 
 from trustlab.diffusion.ip_adapter import clip_preprocess, image_embeds, tiny_clip_vision
 from trustlab.systems.ipa_hijack.baselines import gaussian_noise, jpeg_compress
-from trustlab.systems.ipa_hijack.data import CONCEPTS, render, sample
+from trustlab.systems.ipa_hijack.data import CONCEPTS, hue_rotate, render, sample
 from trustlab.systems.ipa_hijack.method import HijackAttack
 
 
-def test_attack_budget_range_and_direction() -> None:
+@pytest.mark.parametrize(("schedule", "restarts"), [("constant", 1), ("cosine", 2)])
+def test_attack_budget_range_and_direction(schedule: str, restarts: int) -> None:
     enc = tiny_clip_vision(image_size=16, seed=0).eval().requires_grad_(False)
     g = torch.Generator().manual_seed(0)
     x, _ = sample(4, 16, g, exclude=0)
     target = render(torch.tensor([0]), 16, g)
     eps = 8 / 255
-    adv = HijackAttack(eps, steps=10)(enc, x, target, torch.Generator().manual_seed(1))
+    adv = HijackAttack(eps, steps=10, schedule=schedule, restarts=restarts)(enc, x, target,
+                                                                           torch.Generator().manual_seed(1))
     assert (adv - x).abs().max() <= eps + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
     with torch.no_grad():
@@ -27,6 +29,17 @@ def test_attack_budget_range_and_direction() -> None:
         before = torch.cosine_similarity(image_embeds(enc, x), e_t).mean()
         after = torch.cosine_similarity(image_embeds(enc, adv), e_t).mean()
     assert after > before
+
+
+def test_hue_rotation_keeps_grey_and_cycles() -> None:
+    g = torch.Generator().manual_seed(2)
+    x, _ = sample(3, 16, g)
+    grey = torch.full((1, 3, 2, 2), 0.4)
+    assert torch.allclose(hue_rotate(grey, torch.tensor([1.0])), grey, atol=1e-6)
+    assert torch.allclose(hue_rotate(x, torch.zeros(3)), x, atol=1e-6)
+    third = torch.full((3,), 2 * torch.pi / 3)
+    # a third of a turn permutes the RGB channels (R->G->B)
+    assert torch.allclose(hue_rotate(x, third), x[:, [2, 0, 1]], atol=1e-5)
 
 
 def test_sample_excludes_target_and_defenses_keep_range() -> None:

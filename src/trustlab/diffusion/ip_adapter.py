@@ -169,6 +169,10 @@ class TinyIPGenerator(torch.nn.Module):
         return self.unet(x_t, t, encoder_hidden_states=self.prompt.expand(b, -1, -1),
                          added_cond_kwargs={"image_embeds": [embeds[:, None, :]]}).sample
 
+    def ip_tokens(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The IP-Adapter's projected image tokens ``(B, 4, 32)`` for image embeddings ``(B, D)``."""
+        return self.unet.encoder_hid_proj([embeds[:, None, :]])[0][:, 0]
+
     @torch.no_grad()
     def generate(self, embeds: torch.Tensor, steps: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
         """DDIM (eta 0) samples in [0, 1] for image embeddings ``(B, D)``."""

@@ -36,7 +36,7 @@ class Config(SystemConfig):
     attack_steps: int = 100
     n_src: int = 24
     image_size: int = 16
-    encoder_steps: int = 300
+    encoder_steps: int = 600
     generator_steps: int = 300
     generator_channels: list[int] = field(default_factory=lambda: [16, 32])
     classifier_steps: int = 200

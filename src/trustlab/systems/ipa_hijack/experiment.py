@@ -26,6 +26,7 @@ from trustlab.systems.ipa_hijack.data import CONCEPTS, render, sample
 from trustlab.systems.ipa_hijack.method import HijackAttack
 from trustlab.systems.ipa_hijack.models import ServiceSpec, load_service
 from trustlab.utils.cache import cache_path
+from trustlab.utils.device import resolve_device
 from trustlab.utils.io import load_tensors, save_tensors
 from trustlab.utils.logging import get_logger
 
@@ -40,7 +41,7 @@ def eps_name(eps: float) -> str:
 
 
 def robust_encoder(cfg: Config, spec: ServiceSpec, encoder: Any) -> Any:
-    """The FARE encoder (cached by service recipe + FARE recipe)."""
+    """The FARE encoder (cached by service recipe + FARE recipe), on the device of ``encoder``."""
     import copy
 
     recipe = {"service": spec.recipe("encoder"), "fare_steps": cfg.fare_steps, "fare_eps": cfg.fare_eps,
@@ -50,10 +51,11 @@ def robust_encoder(cfg: Config, spec: ServiceSpec, encoder: Any) -> Any:
         enc = copy.deepcopy(encoder)
         enc.load_state_dict(load_tensors(path)[0])
         return enc.eval().requires_grad_(False)
+    device = next(encoder.parameters()).device
     g = torch.Generator().manual_seed(spec.seed + 97)
-    enc = fare_finetune(encoder, lambda n: sample(n, spec.image_size, g)[0], cfg.fare_steps, cfg.fare_eps,
+    enc = fare_finetune(encoder, lambda n: sample(n, spec.image_size, g)[0].to(device), cfg.fare_steps, cfg.fare_eps,
                         cfg.fare_inner_steps, seed=spec.seed + 97)
-    save_tensors(path, {k: v.clone() for k, v in enc.state_dict().items()}, {"recipe": recipe})
+    save_tensors(path, {k: v.detach().cpu().clone() for k, v in enc.state_dict().items()}, {"recipe": recipe})
     return enc
 
 
@@ -72,16 +74,17 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     spec = ServiceSpec(image_size=cfg.image_size, encoder_steps=cfg.encoder_steps,
                        generator_steps=cfg.generator_steps, generator_channels=tuple(cfg.generator_channels),
                        classifier_steps=cfg.classifier_steps)
-    service = load_service(spec)
+    device = resolve_device(cfg.device)
+    service = load_service(spec, device)
     encoders = {"orig": service["encoder"], "fare": robust_encoder(cfg, spec, service["encoder"])}
     k = len(CONCEPTS)
     grid: list[list[torch.Tensor]] = []
     for seed in cfg.seeds:
         g = torch.Generator().manual_seed(10_000 + seed)
         target_label = seed % k
-        target = render(torch.tensor([target_label]), cfg.image_size, g)
+        target = render(torch.tensor([target_label]), cfg.image_size, g).to(device)
         x, y = sample(cfg.n_src, cfg.image_size, g, exclude=target_label)
-        x = torch.round(x * 255) / 255
+        x, y = (torch.round(x * 255) / 255).to(device), y.to(device)
 
         for defense in DEFENSES:
             enc = encoders["fare" if defense == "adv_encoder" else "orig"]
@@ -107,11 +110,14 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                     uploaded = transform(x_adv)
                     gen, pred = generate_and_judge(service, enc, uploaded, cfg.sample_steps, seed)
                     with torch.no_grad():
-                        e_t = image_embeds(enc, target)
-                        cos = F.cosine_similarity(image_embeds(enc, uploaded), e_t).mean()
+                        e_t, e_up = image_embeds(enc, target), image_embeds(enc, uploaded)
+                        cos = F.cosine_similarity(e_up, e_t).mean()
                         cos_clean = F.cosine_similarity(image_embeds(enc, transform(x)), e_t).mean()
+                        tokens = service["generator"].ip_tokens
+                        tok_cos = F.cosine_similarity(tokens(e_up).flatten(1), tokens(e_t).flatten(1)).mean()
                     return {"success_rate": float((pred == target_label).float().mean()),
                             "target_cos": float(cos), "clean_target_cos": float(cos_clean),
+                            "target_token_cos": float(tok_cos),
                             "pert_psnr": float(psnr(x_adv, x).mean()),
                             "linf_255": float((x_adv - x).abs().max() * 255),
                             "images": [x[:4].tolist(), x_adv[:4].tolist(), gen[:4].tolist()]
@@ -123,7 +129,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 if imgs:
                     src, adv, gen = (torch.tensor(t) for t in imgs)
                     if not grid:
-                        grid += [list(src), list(adv), [target[0]] * len(src)]
+                        grid += [list(src), list(adv), [target[0].cpu()] * len(src)]
                     grid.append(list(gen))
     if grid:
         big = [[F.interpolate(im[None], scale_factor=4, mode="nearest")[0] for im in row] for row in grid]
@@ -143,8 +149,8 @@ def _claims(rec: RunRecord, cfg: Config, k: int) -> None:
 
     chance = 1.0 / k
     none = m("none", "success_rate")
-    rec.add_claim("C1", f"The hijack succeeds far above chance (>= 2x chance and >= 0.5) on the undefended pipeline at {s}",
-                  none >= max(0.5, 2 * chance), success_rate=none, chance=chance,
+    rec.add_claim("C1", f"The hijack succeeds far above chance (>= 3x chance) on the undefended pipeline at {s}",
+                  none >= 3 * chance, success_rate=none, chance=chance, threshold=3 * chance,
                   clean_target_rate=m("none", "clean_target_rate"), target_cos=m("none", "target_cos"),
                   clean_target_cos=m("none", "clean_target_cos"))
     rates = {d: m(d, "success_rate") for d in DEFENSES[1:]}
