@@ -3,7 +3,7 @@
 * Image encoder: a tiny ``CLIPVisionModelWithProjection`` made discriminative by zero-shot-style training
   against fixed unit "text" prototypes, one per concept (CE over 10 * cosine similarities), with a
   random hue rotation of every training image (SimCLR-style colour distortion), so that, like
-  real encoders, it recognises concepts by texture/shape rather than by absolute colour. A random
+  real encoders, it recognises concepts by their texture rather than by absolute colour. A random
   encoder maps all images close together, which would make both attack and defense meaningless.
 * Generator: :class:`~trustlab.diffusion.ip_adapter.TinyIPGenerator` trained like IP-Adapter, i.e. to
   reconstruct an image from its own (frozen-encoder) image embedding plus a fixed prompt
