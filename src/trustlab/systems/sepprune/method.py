@@ -8,7 +8,10 @@ Ji et al., *SepPrune: Structured Pruning for Efficient Deep Speech Separation*, 
 2. **mask learning** with the backbone frozen: one learnable score ``alpha_c`` per channel, a
    Gumbel-perturbed sigmoid ``pi_c = sigmoid((alpha_c + g_c) / tau)``, a hard mask
    ``m_c = 1[pi_c >= eps]`` in the forward pass and a straight-through backward pass whose gradient is
-   clipped to ``[-1, 1]``; only the task loss (PIT negative SI-SNR) is minimized;
+   clipped to ``[-1, 1]``; the task loss (PIT negative SI-SNR) is minimized (optionally plus output
+   distillation from the dense model, off by default). The scores start from U(0, 1) as in the
+   released code or, as our experiment does, from the standardized L1 filter norms (``init="l1"``)
+   with a lower learning rate so that learning refines channel importance (see the README);
 3. physical pruning of the channels with ``m = 0`` (every dependent tensor sliced, weights inherited)
    followed by fine-tuning (:mod:`.training`).
 
