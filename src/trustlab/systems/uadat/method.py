@@ -25,9 +25,11 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    across domains, ``1 − cos(∇_x CE(f(x), y), ∇_{x'} CE(f(x'), y))``, via double back-propagation
    (no teacher model).
 
-Total: ``CE(f(x), y) + β·KL(p_ref ‖ p(z̃_adv)) + γ·W2² + λ·(1 − cos)``, with ``x'`` crafted by PGD
-maximising ``KL(p(x) ‖ p(x'))`` in eval mode (TRADES' inner problem). With every switch off the loss is
-exactly TRADES.
+Total: ``CE(f(x), y) + κ·E[CE(tail(z̃_adv), y)] + β·E[KL(p_ref ‖ p(z̃_adv))] + γ·W2² + λ·(1 − cos)``, the
+expectations over the ``M`` uncertainty draws (the expected adversarial risk of distributional adversarial
+training), with ``x'`` crafted by PGD maximising ``KL(p(x) ‖ p(x'))`` in eval mode (TRADES' inner
+problem; ``attack`` selects a uniform start or CE-PGD instead). With every switch off and ``κ = 0`` the
+loss is exactly TRADES.
 """
 
 from __future__ import annotations
@@ -182,6 +184,11 @@ class UADAT(TrainingMethod):
         reference: Refine the alignment reference for misclassified clean examples.
         d2d: Add the feature-level distribution-to-distribution (W2) term.
         iga: Add introspective gradient alignment.
+        adv_ce: Weight ``κ`` of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
+        ref_mode: ``"nearest"`` (hard nearest correct same-class neighbour) or ``"proximity"``
+            (:func:`proximity_weights`) for the refined reference.
+        attack: Inner maximisation: ``"kl"`` (TRADES), ``"kl_uniform"`` (KL-PGD from a uniform start) or
+            ``"ce"`` (CE-PGD from a uniform start, as PGD-AT).
 
     The model must expose ``stem`` and ``tail`` with ``model(x) == tail(stem(x))`` (as
     :class:`~trustlab.models.small_cnn.SmallCNN` and :class:`~trustlab.models.resnet.PreActResNet` do).
@@ -231,7 +238,7 @@ class UADAT(TrainingMethod):
 
     def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The loss terms for given adversaries (``ce``, ``match``, ``w2``, ``iga``, ``total``)."""
+        """The loss terms for given adversaries (``ce``, ``ce_adv``, ``match``, ``w2``, ``iga``, ``total``)."""
         self._check_model(model)
         stem, tail = model.stem, model.tail
         x = x.detach().requires_grad_(self.iga)
@@ -292,7 +299,7 @@ class UADAT(TrainingMethod):
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        """Craft ``x'`` (KL-PGD, eval mode, no resampling) and return the UAD-AT loss in train mode."""
+        """Craft ``x'`` (PGD per ``attack``, eval mode, no resampling) and return the UAD-AT loss in train mode."""
         self._check_model(model)
         if self.attack == "ce":
             x_adv = self._ce_pgd(model, x, y, "uniform", generator)
