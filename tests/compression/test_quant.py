@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -89,8 +87,6 @@ def test_hqq_backend_quantizes_a_layer() -> None:
     assert e4 < e2 < 1.0
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("TRUSTLAB_SLOW"), reason="optimum-quanto imports in 30-40 s; TRUSTLAB_SLOW=1")
 def test_quanto_backend_quantizes_a_layer_with_our_group_size() -> None:
     pytest.importorskip("optimum.quanto")
     w, x = _layer_and_inputs(2)
