@@ -116,6 +116,40 @@ def test_proximity_reference_borrows_only_from_correct_same_class_examples():
     assert float(w[1, 0]) > float(w[1, 2]) > 0.0  # nearer in statistics -> larger weight
 
 
+def test_mask_reference_drops_misclassified_examples_from_the_alignment(tiny):
+    model, x, y = tiny
+    model.train()
+    x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    kw = dict(eps=0.1, steps=1, beta=6.0, uncertainty=False, d2d=True, iga=False)
+    with torch.no_grad():
+        correct = model(x).argmax(1) == y  # same batch statistics as in terms() (train mode)
+    assert 0 < int(correct.sum()) < len(y)
+    t = UADAT(**kw, ref_mode="mask").terms(model, x, y, x_adv)
+    keep = correct.float()
+    logits_adv = model(x_adv)
+    kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(model(x), 1), reduction="none").sum(1)
+    assert float(t["match"].detach()) == pytest.approx(float((kl * keep).mean().detach()), rel=1e-5)
+    # misclassified samples only: nothing is aligned at all
+    t0 = UADAT(**kw, ref_mode="mask").terms(model, x[~correct], y[~correct], x_adv[~correct])
+    assert float(t0["match"].detach()) == 0.0 and float(t0["w2"].detach()) == 0.0
+
+
+def test_inverse_reference_stays_near_clean_and_lowers_the_loss(tiny):
+    model, x, y = tiny
+    m = UADAT(eps=0.1, steps=3, alpha=0.04, ref_mode="inverse", uncertainty=False, iga=False)
+    model.train()
+    x_inv = m.inverse_adversary(model, x, y)
+    assert model.training  # mode restored
+    assert float((x_inv - x).abs().max()) <= 0.1 + 1e-6 and float(x_inv.min()) >= 0 and float(x_inv.max()) <= 1
+    model.eval()
+    with torch.no_grad():
+        assert float(F.cross_entropy(model(x_inv), y)) < float(F.cross_entropy(model(x), y))
+    model.train()
+    x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
+    t = m.terms(model, x, y, x_adv, x_inv=x_inv)
+    assert torch.isfinite(t["total"]) and float(t["match"]) > 0
+
+
 def test_adversarial_ce_term_adds_expected_adversarial_loss(tiny):
     model, x, y = tiny
     model.train()

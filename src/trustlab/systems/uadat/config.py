@@ -117,8 +117,8 @@ class Config(SystemConfig):
             raise UserError("uadat_p must be in [0, 1] and uadat_draws >= 1", "fix the config")
         if min(self.uadat_beta, self.uadat_gamma, self.uadat_lambda, self.uadat_adv_ce) < 0:
             raise UserError("uadat_beta, uadat_gamma, uadat_lambda and uadat_adv_ce must be >= 0", "fix the config")
-        if self.uadat_ref_mode not in ("nearest", "proximity"):
-            raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", "use nearest or proximity")
+        if self.uadat_ref_mode not in ("nearest", "proximity", "mask", "inverse"):
+            raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", "use nearest, proximity, mask or inverse")
         if self.uadat_attack not in ("kl", "kl_uniform", "ce"):
             raise UserError(f"unknown uadat_attack {self.uadat_attack!r}", "use kl, kl_uniform or ce")
         bad = [m for m in self.methods if m not in ALL_METHODS]

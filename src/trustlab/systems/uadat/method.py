@@ -41,6 +41,7 @@ from torch import nn
 from trustlab.systems.uadat.baselines import TrainingMethod
 
 COMPONENTS: tuple[str, ...] = ("uncertainty", "reference", "d2d", "iga")
+REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse")
 
 
 # -- pure functions ---------------------------------------------------------------------------------
@@ -164,6 +165,11 @@ def kl_to_reference(ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return F.kl_div(F.log_softmax(logits, dim=1), ref, reduction="batchmean")
 
 
+def kl_per_sample(ref: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``KL(ref_i ‖ softmax(logits_i))`` for each sample ``(B,)``."""
+    return F.kl_div(F.log_softmax(logits, dim=1), ref, reduction="none").sum(dim=1)
+
+
 # -- the method -----------------------------------------------------------------------------------------
 class UADAT(TrainingMethod):
     """UAD-AT (reconstructed); each component is switchable for the ablation.
@@ -204,8 +210,8 @@ class UADAT(TrainingMethod):
         if attack not in ("kl", "ce", "kl_uniform"):
             raise ValueError(f"attack must be 'kl' or 'ce', got {attack!r}")
         self.attack = attack
-        if ref_mode not in ("nearest", "proximity"):
-            raise ValueError(f"ref_mode must be 'nearest' or 'proximity', got {ref_mode!r}")
+        if ref_mode not in REF_MODES:
+            raise ValueError(f"ref_mode must be one of {REF_MODES}, got {ref_mode!r}")
         self.ref_mode, self.adv_ce = ref_mode, float(adv_ce)
         for n, v in (("beta", beta), ("gamma", gamma), ("lam", lam), ("adv_ce", adv_ce)):
             if not v >= 0:
@@ -236,9 +242,68 @@ class UADAT(TrainingMethod):
         if not (hasattr(model, "stem") and hasattr(model, "tail")):
             raise ValueError("UAD-AT needs a model with .stem and .tail (model(x) == tail(stem(x)))")
 
+    def _reference(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits_cl: torch.Tensor,
+                   p_clean: torch.Tensor, mu_cl: torch.Tensor, sig_cl: torch.Tensor,
+                   x_inv: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Alignment reference ``(p_ref, μ_ref, σ_ref)`` and per-sample weights ``(B,)`` of the KL and W2 terms.
+
+        Correctly classified samples keep their own clean prediction/statistics (in the graph, as TRADES);
+        misclassified ones are handled per ``ref_mode`` (borrowed references are detached targets).
+        """
+        b = y.shape[0]
+        ones = torch.ones(b, dtype=mu_cl.dtype, device=y.device)
+        if not self.reference:
+            return p_clean, mu_cl, sig_cl, ones, ones
+        correct = logits_cl.argmax(dim=1) == y
+        if self.ref_mode == "mask":
+            w = correct.to(mu_cl.dtype)
+            return p_clean, mu_cl, sig_cl, w, w
+        if self.ref_mode == "inverse":
+            if x_inv is None:
+                x_inv = self.inverse_adversary(model, x, y)
+            with torch.no_grad():
+                z_inv = model.stem(x_inv.detach())
+                p_inv = F.softmax(model.tail(z_inv), dim=1)
+                mu_inv, sig_inv = channel_stats(z_inv)
+            keep = correct[:, None]
+            return (torch.where(keep, p_clean, p_inv), torch.where(keep, mu_cl, mu_inv),
+                    torch.where(keep, sig_cl, sig_inv), ones, ones)
+        if self.ref_mode == "proximity":
+            w, own = proximity_weights(mu_cl, sig_cl, y, correct)
+            return (torch.where(own[:, None], p_clean, w @ p_clean.detach()),
+                    torch.where(own[:, None], mu_cl, w @ mu_cl.detach()),
+                    torch.where(own[:, None], sig_cl, w @ sig_cl.detach()), ones, ones)
+        ref_idx = nearest_reference_index(mu_cl, sig_cl, y, correct, self.fallback)
+        ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
+        safe, own = ref_idx.clamp_min(0), ref_idx == torch.arange(b, device=y.device)
+        mu_ref = torch.where(own[:, None], mu_cl, mu_cl.detach()[safe])
+        sig_ref = torch.where(own[:, None], sig_cl, sig_cl.detach()[safe])
+        return ref, mu_ref, sig_ref, ones, (ref_idx >= 0).to(mu_cl.dtype)  # one-hot: no feature reference
+
+    def inverse_adversary(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """UIAT-style inverse adversary: PGD *minimising* ``CE(f(x̂), y)`` in the ε-ball around ``x``.
+
+        Run with the model in eval mode from ``x`` itself (no random start), ``steps`` steps of size ``alpha``;
+        the result stays within ε of ``x`` and in ``[0, 1]``.
+        """
+        was = model.training
+        model.eval()
+        x0 = x.detach()
+        x_inv = x0.clone()
+        for _ in range(self.steps):
+            x_inv.requires_grad_(True)
+            g = torch.autograd.grad(F.cross_entropy(model(x_inv), y), x_inv)[0]
+            x_inv = x_inv.detach() - self.alpha * g.sign()
+            x_inv = torch.min(torch.max(x_inv, x0 - self.eps), x0 + self.eps).clamp(0.0, 1.0)
+        model.train(was)
+        return x_inv.detach()
+
     def terms(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
-              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """The loss terms for given adversaries (``ce``, ``ce_adv``, ``match``, ``w2``, ``iga``, ``total``)."""
+              generator: torch.Generator | None = None, x_inv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The loss terms for given adversaries (``ce``, ``ce_adv``, ``match``, ``w2``, ``iga``, ``total``).
+
+        ``x_inv`` (``ref_mode="inverse"`` only) is the inverse adversary; computed here when not given.
+        """
         self._check_model(model)
         stem, tail = model.stem, model.tail
         x = x.detach().requires_grad_(self.iga)
@@ -249,23 +314,7 @@ class UADAT(TrainingMethod):
         p_clean = F.softmax(logits_cl, dim=1)
         mu_cl, sig_cl = channel_stats(z_cl)
         mu_adv, sig_adv = channel_stats(z_adv)
-        own_idx = torch.arange(y.shape[0], device=y.device)
-        keep = torch.ones(y.shape[0], 1, dtype=mu_cl.dtype, device=y.device)
-        if self.reference and self.ref_mode == "proximity":
-            w, own = proximity_weights(mu_cl, sig_cl, y, logits_cl.argmax(dim=1) == y)
-            ref = torch.where(own[:, None], p_clean, w @ p_clean.detach())
-            mu_ref = torch.where(own[:, None], mu_cl, w @ mu_cl.detach())
-            sig_ref = torch.where(own[:, None], sig_cl, w @ sig_cl.detach())
-        else:
-            if self.reference:
-                ref_idx = nearest_reference_index(mu_cl, sig_cl, y, logits_cl.argmax(dim=1) == y, self.fallback)
-            else:
-                ref_idx = own_idx
-            ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
-            safe, own = ref_idx.clamp_min(0), ref_idx == own_idx
-            mu_ref = torch.where(own[:, None], mu_cl, mu_cl.detach()[safe])
-            sig_ref = torch.where(own[:, None], sig_cl, sig_cl.detach()[safe])
-            keep = (ref_idx >= 0)[:, None].to(mu_ref.dtype)  # one-hot fallback: no feature reference
+        ref, mu_ref, sig_ref, kl_w, w2_w = self._reference(model, x, y, logits_cl, p_clean, mu_cl, sig_cl, x_inv)
         use_u = self.uncertainty and self.p > 0 and x.shape[0] > 1 and bool(
             torch.rand((), generator=generator) < self.p)
         draws = self.draws if use_u else 1
@@ -276,14 +325,14 @@ class UADAT(TrainingMethod):
             z_t = uncertainty_resample(z_adv, generator) if use_u else z_adv
             logits_adv = tail(z_t)
             logits_adv_first = logits_adv if logits_adv_first is None else logits_adv_first
-            match = match + kl_to_reference(ref, logits_adv) / draws
+            match = match + (kl_per_sample(ref, logits_adv) * kl_w).mean() / draws
             if self.adv_ce > 0:
                 ce_adv = ce_adv + F.cross_entropy(logits_adv, y) / draws
         ce = F.cross_entropy(logits_cl, y)
         out = {"ce": ce, "match": match, "ce_adv": ce_adv}
         total = ce + self.adv_ce * ce_adv + self.beta * match
         if self.d2d:
-            w2 = gaussian_w2(mu_adv * keep, sig_adv * keep, mu_ref * keep, sig_ref * keep)
+            w2 = gaussian_w2(mu_adv * w2_w[:, None], sig_adv * w2_w[:, None], mu_ref * w2_w[:, None], sig_ref * w2_w[:, None])
             out["w2"] = w2
             total = total + self.gamma * w2
         if self.iga:
@@ -305,4 +354,5 @@ class UADAT(TrainingMethod):
             x_adv = self._ce_pgd(model, x, y, "uniform", generator)
         else:
             x_adv = self._kl_pgd(model, x, generator, "uniform" if self.attack == "kl_uniform" else "normal")
-        return self.terms(model, x, y, x_adv, generator)["total"]
+        x_inv = self.inverse_adversary(model, x, y) if self.reference and self.ref_mode == "inverse" else None
+        return self.terms(model, x, y, x_adv, generator, x_inv)["total"]
