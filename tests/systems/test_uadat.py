@@ -26,6 +26,7 @@ from trustlab.systems.uadat.config import Config
 from trustlab.systems.uadat.method import (
     UADAT,
     channel_stats,
+    class_mean_weights,
     gaussian_w2,
     gradient_alignment_loss,
     nearest_reference_index,
@@ -147,7 +148,15 @@ def test_inverse_reference_stays_near_clean_and_lowers_the_loss(tiny):
     model.train()
     x_adv = (x + 0.1 * torch.sign(torch.randn_like(x))).clamp(0, 1)
     t = m.terms(model, x, y, x_adv, x_inv=x_inv)
-    assert torch.isfinite(t["total"]) and float(t["match"]) > 0
+    assert torch.isfinite(t["total"]) and float(t["match"].detach()) > 0
+
+
+def test_class_mean_reference_averages_correct_examples_of_the_true_class():
+    y = torch.tensor([0, 0, 0, 1, 2])
+    correct = torch.tensor([True, False, True, True, False])
+    w, own = class_mean_weights(torch.zeros(5, 1), torch.ones(5, 1), y, correct)
+    assert own.tolist() == [True, False, True, True, True]
+    assert w[1].tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
 
 
 def test_adversarial_ce_term_adds_expected_adversarial_loss(tiny):

@@ -13,6 +13,7 @@ from trustlab.errors import UserError
 
 BASELINES: tuple[str, ...] = ("standard", "pgd_at", "trades", "mart")
 ABLATIONS: tuple[str, ...] = ("uadat_no_uncertainty", "uadat_no_reference", "uadat_no_d2d", "uadat_no_iga")
+REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean")  # as method.REF_MODES
 ALL_METHODS: tuple[str, ...] = (*BASELINES, "uadat", *ABLATIONS)
 
 
@@ -47,7 +48,9 @@ class Config(SystemConfig):
         uadat_p: Probability of uncertainty resampling per batch.
         uadat_draws: Uncertainty draws per batch.
         uadat_adv_ce: Weight of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
-        uadat_ref_mode: ``nearest`` (hard nearest correct same-class neighbour) or ``proximity`` (soft).
+        uadat_ref_mode: Reference of misclassified clean examples: ``nearest`` (hard nearest correct
+            same-class neighbour), ``proximity`` (soft), ``class_mean``, ``mask`` (not aligned) or ``inverse``
+            (UIAT-style inverse adversary); see README.md.
         uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
         aa_iters: APGD-CE/APGD-DLR iterations.
         aa_square_queries: Square attack iterations.
@@ -81,7 +84,7 @@ class Config(SystemConfig):
     uadat_p: float = 0.5
     uadat_draws: int = 1
     uadat_adv_ce: float = 1.0
-    uadat_ref_mode: str = "nearest"
+    uadat_ref_mode: str = "class_mean"
     uadat_attack: str = "kl"
     aa_iters: int = 20
     aa_square_queries: int = 100
@@ -117,8 +120,8 @@ class Config(SystemConfig):
             raise UserError("uadat_p must be in [0, 1] and uadat_draws >= 1", "fix the config")
         if min(self.uadat_beta, self.uadat_gamma, self.uadat_lambda, self.uadat_adv_ce) < 0:
             raise UserError("uadat_beta, uadat_gamma, uadat_lambda and uadat_adv_ce must be >= 0", "fix the config")
-        if self.uadat_ref_mode not in ("nearest", "proximity", "mask", "inverse"):
-            raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", "use nearest, proximity, mask or inverse")
+        if self.uadat_ref_mode not in REF_MODES:
+            raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", f"use one of {', '.join(REF_MODES)}")
         if self.uadat_attack not in ("kl", "kl_uniform", "ce"):
             raise UserError(f"unknown uadat_attack {self.uadat_attack!r}", "use kl, kl_uniform or ce")
         bad = [m for m in self.methods if m not in ALL_METHODS]

@@ -16,7 +16,10 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    prediction ``p(x_i)`` when ``x_i`` is classified correctly; otherwise the clean prediction (and
    features) of the same-class, correctly classified clean example nearest to ``x_i`` in channel
    statistics ``(μ, σ)``; if there is none, its own prediction (TRADES' reference; a label-smoothed
-   one-hot is available as ``fallback="onehot"``).
+   one-hot is available as ``fallback="onehot"``). ``ref_mode`` selects other readings for the
+   misclassified samples: ``mask`` (not aligned at all), ``inverse`` (the prediction on a UIAT-style
+   inverse adversary, PGD *minimising* CE in the ε-ball), ``class_mean`` (mean of the correct clean
+   same-class predictions) or ``proximity`` (their proximity-weighted mean); see README.md.
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
    ``KL(p_ref ‖ p(z̃_adv))`` averaged over ``M`` uncertainty draws, the per-channel feature Gaussians of
    the two domains are matched with the closed-form 2-Wasserstein distance
@@ -41,7 +44,7 @@ from torch import nn
 from trustlab.systems.uadat.baselines import TrainingMethod
 
 COMPONENTS: tuple[str, ...] = ("uncertainty", "reference", "d2d", "iga")
-REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse")
+REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean")
 
 
 # -- pure functions ---------------------------------------------------------------------------------
@@ -147,6 +150,16 @@ def proximity_weights(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
     return w, correct | ~has
 
 
+def class_mean_weights(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
+                       correct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-conditional references: a misclassified sample borrows the *mean* clean prediction/statistics of
+    the correctly classified samples of its true class in the batch (uniform weights; same return as
+    :func:`proximity_weights`). ``mu``/``sigma`` are unused and kept for a common signature."""
+    allowed = ((y[:, None] == y[None, :]) & correct[None, :]).to(mu.dtype)
+    has = allowed.sum(1) > 0
+    return allowed / allowed.sum(1, keepdim=True).clamp_min(1.0), correct | ~has
+
+
 def gaussian_w2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
     """Squared 2-Wasserstein distance between diagonal Gaussians, averaged over channels and samples."""
     return ((mu_a - mu_b) ** 2 + (sigma_a - sigma_b) ** 2).mean()
@@ -191,8 +204,10 @@ class UADAT(TrainingMethod):
         d2d: Add the feature-level distribution-to-distribution (W2) term.
         iga: Add introspective gradient alignment.
         adv_ce: Weight ``κ`` of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
-        ref_mode: ``"nearest"`` (hard nearest correct same-class neighbour) or ``"proximity"``
-            (:func:`proximity_weights`) for the refined reference.
+        ref_mode: Reference of a misclassified clean sample: ``"nearest"`` (hard nearest correct
+            same-class neighbour), ``"proximity"`` (:func:`proximity_weights`), ``"class_mean"``
+            (:func:`class_mean_weights`), ``"mask"`` (left out of the KL and W2 alignment terms) or
+            ``"inverse"`` (prediction/statistics on the inverse adversary, :meth:`inverse_adversary`).
         attack: Inner maximisation: ``"kl"`` (TRADES), ``"kl_uniform"`` (KL-PGD from a uniform start) or
             ``"ce"`` (CE-PGD from a uniform start, as PGD-AT).
 
@@ -268,8 +283,9 @@ class UADAT(TrainingMethod):
             keep = correct[:, None]
             return (torch.where(keep, p_clean, p_inv), torch.where(keep, mu_cl, mu_inv),
                     torch.where(keep, sig_cl, sig_inv), ones, ones)
-        if self.ref_mode == "proximity":
-            w, own = proximity_weights(mu_cl, sig_cl, y, correct)
+        if self.ref_mode in ("proximity", "class_mean"):
+            weights = proximity_weights if self.ref_mode == "proximity" else class_mean_weights
+            w, own = weights(mu_cl, sig_cl, y, correct)
             return (torch.where(own[:, None], p_clean, w @ p_clean.detach()),
                     torch.where(own[:, None], mu_cl, w @ mu_cl.detach()),
                     torch.where(own[:, None], sig_cl, w @ sig_cl.detach()), ones, ones)
