@@ -20,6 +20,7 @@ from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detec
 from trustlab.models.cnn import SARCNN
 from trustlab.runner import run_system
 from trustlab.systems.nadafd.method import (
+    consensus_target,
     decode_bank,
     encode_bank,
     health_update,
@@ -28,6 +29,8 @@ from trustlab.systems.nadafd.method import (
     naat_adversarial,
     physics_probes,
     robust_z,
+    transfer_asymmetry,
+    transfer_matrix,
 )
 
 
@@ -135,6 +138,25 @@ def test_fdci_inversion_and_spectral_statistic() -> None:
     blob = torch.exp(-((yy - 6) ** 2 + (xx - 6) ** 2) / 8)
     checker = ((yy + xx) % 2).float()
     assert highfreq_fraction(checker) > 0.9 > 0.1 > highfreq_fraction(blob)
+
+
+def test_fdci_consensus_target_and_transfer_asymmetry() -> None:
+    # class 1: one client far out (label skew); class 2: two clients out together (a shared backdoor)
+    z = np.zeros((5, 3))
+    z[0, 1] = 9.0
+    z[[3, 4], 2] = 3.0
+    assert consensus_target(z, 2) == 2 and consensus_target(z, 1) == 1
+    # clients 0, 1 share a backdoor: their triggers flip only their models, everyone's trigger flips theirs
+    t = np.zeros((4, 1, 4))
+    t[:, 0, 0] = t[:, 0, 1] = 1.0
+    t[2, 0, :] = t[3, 0, :] = 1.0  # benign class evidence transfers everywhere
+    a = transfer_asymmetry(t)[:, 0]
+    assert a[:2].min() > 0.5 > a[2:].max()
+    probes = physics_probes(2, 12, 2.0, np.random.default_rng(0))
+    torch.manual_seed(0)
+    models = [SARCNN(num_classes=3, image_size=12, width=2, hidden=8) for _ in range(2)]
+    tm = transfer_matrix(models, torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12), probes)
+    assert tm.shape == (2, 3, 2) and 0 <= tm.min() and tm.max() <= 1
 
 
 def test_naat_samples_stay_in_range_and_touch_a_mask_only() -> None:

@@ -63,6 +63,13 @@ class Config(SystemConfig):
             median) or ``mean`` (health-weighted mean).
         dha_behaviour: Per-round behaviour quality: ``consensus`` (cosine with the coordinate-wise
             median update) or ``cluster`` (FLAME's HDBSCAN majority-cluster membership).
+        fdci_target: Which class FDCI scores: ``consensus`` (the class on which ``fdci_group`` clients
+            are anomalous together, the suspected backdoor target) or ``max`` (each client's own most
+            anomalous class; flags label-skewed benign clients).
+        fdci_group: Number of clients that must be anomalous together on the suspected target class.
+        fdci_score: FDCI's per-client statistic: ``transfer`` (susceptibility to the other clients'
+            inverted triggers minus the reach of its own, see ``method.transfer_asymmetry``) or
+            ``spectral`` (robust z of inverted mask size and high-frequency share across clients).
         clean_reference: Also run FedAvg without attackers (setting ``no_attack``).
     """
 
@@ -106,6 +113,9 @@ class Config(SystemConfig):
     dha_z0: float = 3.0
     dha_rule: str = "median"
     dha_behaviour: str = "consensus"
+    fdci_target: str = "max"
+    fdci_group: int = 2
+    fdci_score: str = "spectral"
     clean_reference: bool = True
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -151,6 +161,12 @@ class Config(SystemConfig):
         if self.dha_rule not in ("median", "mean", "trimmed") or self.dha_behaviour not in ("consensus", "cluster"):
             raise UserError(f"dha_rule={self.dha_rule!r}, dha_behaviour={self.dha_behaviour!r}",
                             "use dha_rule 'median', 'trimmed' or 'mean' and dha_behaviour 'consensus' or 'cluster'")
+        if self.fdci_target not in ("consensus", "max") or self.fdci_group < 1 or \
+                self.fdci_score not in ("transfer", "spectral"):
+            raise UserError(f"fdci_target={self.fdci_target!r}, fdci_group={self.fdci_group}, "
+                            f"fdci_score={self.fdci_score!r}",
+                            "use fdci_target 'consensus' or 'max', fdci_group >= 1, fdci_score 'transfer' or "
+                            "'spectral'")
         if self.naat_offset < 0:
             raise UserError(f"naat_offset={self.naat_offset} must be >= 0", "set naat_offset to e.g. 0.3")
         if not self.naat_looks or min(self.naat_looks) <= 0:

@@ -46,6 +46,9 @@ __all__ = [
     "decode_bank",
     "encode_bank",
     "binarise_mask",
+    "consensus_target",
+    "transfer_asymmetry",
+    "transfer_matrix",
     "health_update",
     "highfreq_fraction",
     "invert_triggers",
@@ -166,6 +169,60 @@ def invert_triggers(models: Sequence[torch.nn.Module], probes: torch.Tensor, num
     return m[:, :, 0].detach(), pat[:, :, 0].detach(), success
 
 
+def transfer_matrix(models: Sequence[torch.nn.Module], masks: torch.Tensor, patterns: torch.Tensor,
+                    probes: torch.Tensor) -> NDArray[np.float64]:
+    """How far each client's inverted trigger transfers to every client's model.
+
+    ``T[k, c, j]`` is the fraction of probes stamped with client ``k``'s class-``c`` trigger
+    ``(masks[k, c], patterns[k, c])`` that model ``j`` assigns to class ``c``. A backdoor trigger is
+    shared by the attackers, so their inverted target-class triggers flip each other's models; a benign
+    client's trigger is its own model's class evidence.
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state([m.eval() for m in models])
+    base = models[0]
+    k, c, h, w = masks.shape
+    n = probes.shape[0]
+    with torch.no_grad():
+        x = ((1 - masks[:, :, None, None]) * probes[None, None] + (masks * patterns)[:, :, None, None])
+        x = x.reshape(k * c * n, 1, h, w)
+        pred = vmap(lambda p, b: functional_call(base, (p, b), (x,)).argmax(1))(params, buffers)  # (K_model, KCN)
+    hit = pred.reshape(len(models), k, c, n) == torch.arange(c).view(1, 1, c, 1)
+    return hit.float().mean(3).permute(1, 2, 0).numpy().astype(np.float64)
+
+
+def transfer_asymmetry(t: NDArray[np.floating]) -> NDArray[np.float64]:
+    """``a[k, c]`` = susceptibility − reach of client ``k`` for class ``c`` (in [−1, 1]).
+
+    From :func:`transfer_matrix` ``T[k, c, j]``: *susceptibility* is the mean over the other clients'
+    class-``c`` triggers of how often they flip ``k``'s model to ``c`` (a backdoored model goes to its
+    target class under almost any stamped texture); *reach* is the mean over the other models of how
+    often ``k``'s own trigger flips them (a backdoor trigger flips only the attackers' models, while a
+    benign client's trigger is class evidence that transfers widely). Attackers: high − low.
+    """
+    tt = np.asarray(t, dtype=np.float64)
+    k = tt.shape[0]
+    if k < 2:
+        return np.zeros(tt.shape[:2])
+    off = 1.0 - np.eye(k)  # (trigger owner, model)
+    reach = np.einsum("kcj,kj->kc", tt, off) / (k - 1)
+    susc = np.einsum("jck,jk->kc", tt, off) / (k - 1)
+    return susc - reach
+
+
+def consensus_target(z: NDArray[np.floating], group: int = 2) -> int:
+    """The class on which a *group* of clients is anomalous together: argmax of the ``group``-th largest z.
+
+    A backdoor is shared by its attackers, so on the target class several clients' inverted triggers
+    stand out at once; a label-skewed benign client stands out alone, on its own dominant class. With
+    ``group = 2`` a class needs at least two anomalous clients to become the suspected target.
+    """
+    zz = np.asarray(z, dtype=np.float64)
+    g = min(max(1, group), zz.shape[0])
+    return int(np.argmax(np.sort(zz, axis=0)[-g]))
+
+
 def encode_bank(bank: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bytes:
     """Serialise a (mask, pattern) bank to bytes (Flower configs carry scalars and bytes only)."""
     arr = np.stack([np.stack([m.numpy(), p.numpy()]) for m, p in bank]).astype(np.float32) if bank else np.zeros((0,))
@@ -262,7 +319,8 @@ class NADAFDStrategy(UpdateStrategy):
                  use_dha: bool = True, use_naat: bool = True, rho: float = 0.6, tau: float = 0.6, z0: float = 1.5,
                  fdci_every: int = 3, fdci_steps: int = 30, fdci_probes: int = 16, fdci_cost: float = 2.0,
                  probe_looks: float = 1.0, bank_area: float = 0.08, outlier_quality: float = 0.0,
-                 rule: str = "median", behaviour: str = "consensus", seed: int = 0) -> None:
+                 rule: str = "median", behaviour: str = "consensus", fdci_target: str = "max",
+                 fdci_group: int = 2, fdci_score: str = "spectral", seed: int = 0) -> None:
         super().__init__()
         if not 0 <= rho < 1 or not 0 <= tau <= 1:
             raise ValueError(f"need rho in [0, 1) and tau in [0, 1], got {rho}, {tau}")
@@ -281,6 +339,14 @@ class NADAFDStrategy(UpdateStrategy):
         if behaviour not in ("consensus", "cluster"):
             raise ValueError(f"behaviour must be 'consensus' or 'cluster', got {behaviour!r}")
         self.behaviour = behaviour
+        if fdci_target not in ("consensus", "max") or fdci_group < 1:
+            raise ValueError(f"need fdci_target 'consensus' or 'max' and fdci_group >= 1, got {fdci_target!r}, "
+                             f"{fdci_group}")
+        if fdci_score not in ("transfer", "spectral"):
+            raise ValueError(f"fdci_score must be 'transfer' or 'spectral', got {fdci_score!r}")
+        self.fdci_target, self.fdci_group, self.fdci_score = fdci_target, fdci_group, fdci_score
+        # suspicion above which a client is "flagged" (bank; spectral: robust z, transfer: asymmetry)
+        self.flag_ = z0 if fdci_score == "spectral" else 0.5
         self.rng_ = np.random.default_rng(seed)
         self.health_: dict[Any, float] = {}
         self.inv_score_: dict[Any, float] = {}
@@ -289,6 +355,7 @@ class NADAFDStrategy(UpdateStrategy):
         self.z_last_: dict[Any, float] = {}
         self.quality_log_: list[dict[Any, float]] = []
         self.score_log_: list[dict[Any, float]] = []
+        self.z_log_: list[tuple[int, list[Any], NDArray[np.float64], int]] = []
 
     def configure_train(self, server_round, parameters, client_ids):  # noqa: D102
         blob = encode_bank(self.bank_) if (self.use_naat and self.use_fdci) else b""
@@ -325,11 +392,15 @@ class NADAFDStrategy(UpdateStrategy):
             z_mask = np.stack([robust_z(-np.log(sizes[:, c] + 1e-3)) for c in range(self.num_classes)], axis=1)
             z_spec = np.stack([robust_z(hf[:, c]) for c in range(self.num_classes)], axis=1)
             z = 0.5 * (z_mask + z_spec)
-            z_k = z.max(axis=1)
+            if self.fdci_score == "transfer":
+                z = transfer_asymmetry(transfer_matrix(models, masks, pats, probes))
+            target = consensus_target(z, self.fdci_group)
+            z_k = z[:, target] if self.fdci_target == "consensus" else z.max(axis=1)
+            cls = [target if self.fdci_target == "consensus" else int(z[i].argmax()) for i in range(len(models))]
+            self.z_log_.append((server_round, list(client_ids), z, target))
             for cid, v in zip(client_ids, z_k, strict=True):
                 self.inv_score_[cid] = float(v)
-            self.inv_last_ = {cid: (inv[i][0][int(z[i].argmax())], inv[i][1][int(z[i].argmax())])
-                              for i, cid in enumerate(client_ids)}
+            self.inv_last_ = {cid: (inv[i][0][cls[i]], inv[i][1][cls[i]]) for i, cid in enumerate(client_ids)}
             self.z_last_ = {cid: float(z_k[i]) for i, cid in enumerate(client_ids)}
         z_inv = np.array([self.inv_score_.get(cid, 0.0) for cid in client_ids])
         self.score_log_.append({cid: float(v) for cid, v in zip(client_ids, z_inv, strict=True)})
@@ -360,7 +431,7 @@ class NADAFDStrategy(UpdateStrategy):
         clients to ignore real class evidence (measured: clean accuracy −4 points on seed 0).
         """
         cand = [(self.z_last_[c], c) for c, h in zip(client_ids, health, strict=True)
-                if c in self.inv_last_ and self.z_last_[c] > self.z0 and h < self.tau]
+                if c in self.inv_last_ and self.z_last_[c] > self.flag_ and h < self.tau]
         return [(binarise_mask(self.inv_last_[c][0], self.bank_area), self.inv_last_[c][1])
                 for _, c in sorted(cand, key=lambda t: -t[0])[:3]]
 
@@ -370,7 +441,8 @@ class NADAFDStrategy(UpdateStrategy):
         cluster = self.behaviour_quality(updates)
         if self.use_fdci:
             s = self.fdci_scores(server_round, updates, parameters, client_ids)
-            freq_q = np.exp(-np.maximum(0.0, s - self.z0))
+            freq_q = (np.exp(-np.maximum(0.0, s - self.z0)) if self.fdci_score == "spectral"
+                      else 1.0 - np.clip(s, 0.0, 1.0))
         else:
             freq_q = np.ones(k)
         q = cluster * freq_q
