@@ -19,7 +19,8 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    one-hot is available as ``fallback="onehot"``). ``ref_mode`` selects other readings for the
    misclassified samples: ``mask`` (not aligned at all), ``inverse`` (the prediction on a UIAT-style
    inverse adversary, PGD *minimising* CE in the ε-ball), ``class_mean`` (mean of the correct clean
-   same-class predictions) or ``proximity`` (their proximity-weighted mean); see README.md.
+   same-class predictions; the experiment's default since the third session, chosen on a validation
+   split) or ``proximity`` (their proximity-weighted mean); see README.md.
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
    ``KL(p_ref ‖ p(z̃_adv))`` averaged over ``M`` uncertainty draws, the per-channel feature Gaussians of
    the two domains are matched with the closed-form 2-Wasserstein distance
