@@ -139,6 +139,8 @@ def _claims(rec: RunRecord, cfg: Config) -> None:
     def m(method: str, metric: str, setting: str = main) -> float:
         return rec.mean(method, metric, setting)
 
+    if "fedavg" not in methods:  # a subset run (e.g. --set methods=[median,nadafd]): no reference, no claims
+        return
     fedavg_asr = m("fedavg", "asr")
     rec.add_claim("attack_works", f"the attack works: FedAvg ASR >= 0.8 ({main})", fedavg_asr >= 0.8,
                   fedavg_asr=fedavg_asr)
