@@ -38,7 +38,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
 
 ScaleOpt = Annotated[str, typer.Option("--scale", help="smoke | default | paper")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the config's)")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+ProgressOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal; TRUSTLAB_PROGRESS=0/1 overrides)."),
+]
 
 
 def _setup(progress: bool | None = None) -> None:
@@ -87,7 +90,7 @@ def run(
     scale: ScaleOpt = "default",
     device: DeviceOpt = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name or local path (= --set model=...).")] = None,
-    progress: ProgressOpt = True,
+    progress: ProgressOpt = None,
 ) -> None:
     """Run one system and write results.json, metrics.csv, plots and report.md.
 
@@ -130,7 +133,7 @@ def reproduce(
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the runs.")] = Path("runs/reproduce"),
     publish: Annotated[bool, typer.Option("--publish", help="Copy results to results/ and regenerate the READMEs.")] = False,
     device: DeviceOpt = None,
-    progress: ProgressOpt = True,
+    progress: ProgressOpt = None,
 ) -> None:
     """Reproduce a system's paper comparison (or all of them) and merge the runs into one report.
 
