@@ -96,6 +96,18 @@ def median(updates: NDArray[np.floating]) -> Aggregate:
     return Aggregate(np.median(u, axis=0), np.full(k, 1.0 / k), np.ones(k, dtype=bool))
 
 
+def _check_weighted(
+    updates: NDArray[np.floating], weights: NDArray[np.floating] | list[float]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.intp]]:
+    """Validate ``(K, d)`` updates and ``(K,)`` non-negative weights; also return the per-coordinate sort order."""
+    u = _check(updates)
+    k = u.shape[0]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {w}")
+    return u, w, np.argsort(u, axis=0, kind="stable")
+
+
 def weighted_median(updates: NDArray[np.floating], weights: NDArray[np.floating] | list[float]) -> Aggregate:
     """Coordinate-wise weighted median: per coordinate, the smallest value whose cumulative weight reaches half.
 
@@ -108,12 +120,8 @@ def weighted_median(updates: NDArray[np.floating], weights: NDArray[np.floating]
 
     The returned ``weights`` are the share of coordinates each client supplied.
     """
-    u = _check(updates)
+    u, w, order = _check_weighted(updates, weights)
     k = u.shape[0]
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {w}")
-    order = np.argsort(u, axis=0, kind="stable")
     cum = np.cumsum(w[order], axis=0)
     pick = np.argmax(cum >= 0.5 * w.sum() - 1e-12, axis=0)  # first index reaching half the weight
     src = order[pick, np.arange(u.shape[1])]
@@ -136,12 +144,8 @@ def weighted_trimmed_mean(updates: NDArray[np.floating], weights: NDArray[np.flo
     """
     if not 0.0 <= trim < 0.5:
         raise ValueError(f"trim must be in [0, 0.5), got {trim}")
-    u = _check(updates)
+    u, w, order = _check_weighted(updates, weights)
     k = u.shape[0]
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be {k} non-negative numbers with a positive sum, got {w}")
-    order = np.argsort(u, axis=0, kind="stable")
     ws = w[order]
     hi = np.cumsum(ws, axis=0)
     lo = hi - ws
