@@ -32,6 +32,7 @@ from trustlab.systems.uadat.method import (
     nearest_reference_index,
     proximity_weights,
     refined_reference,
+    swap_reference,
     uncertainty_resample,
 )
 
@@ -157,6 +158,38 @@ def test_class_mean_reference_averages_correct_examples_of_the_true_class():
     w, own = class_mean_weights(torch.zeros(5, 1), torch.ones(5, 1), y, correct)
     assert own.tolist() == [True, False, True, True, True]
     assert w[1].tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
+
+
+def test_swap_reference_relabels_misclassified_predictions_without_changing_their_shape():
+    p = torch.softmax(torch.randn(6, 10, generator=torch.Generator().manual_seed(3)), dim=1).requires_grad_(True)
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    y[0] = int(p[0].argmax())  # one correctly classified sample: its reference is its own prediction
+    ref = swap_reference(p, y)
+    assert ref.argmax(1).tolist() == y.tolist()
+    assert torch.allclose(ref[0], p[0])
+    assert torch.allclose(ref.sort(1).values, p.sort(1).values)  # same probabilities, permuted
+    ref.sum().backward()  # stays in the graph (the clean side keeps TRADES' gradient)
+    assert p.grad is not None
+
+
+def test_blend_reference_is_half_own_half_class_mean(tiny):
+    model, x, y = tiny
+    model.eval()
+    x_adv = (x + 0.05).clamp(0, 1)
+    kw = dict(eps=0.1, steps=1, uncertainty=False, d2d=False, iga=False)
+    for mode in ("swap", "blend"):
+        t = UADAT(**kw, ref_mode=mode).terms(model, x, y, x_adv)
+        assert torch.isfinite(t["total"])
+    z = model.stem(x)
+    logits = model.tail(z)
+    p = F.softmax(logits, 1)
+    mu, sig = channel_stats(z)
+    m = UADAT(**kw, ref_mode="blend")
+    ref = m._reference(model, x, y, logits, p, mu, sig, None)[0]
+    correct = logits.argmax(1) == y
+    w, own = class_mean_weights(mu, sig, y, correct)
+    expect = torch.where(own[:, None], p, 0.5 * (p + w @ p))
+    assert torch.allclose(ref, expect, atol=1e-6)
 
 
 def test_adversarial_ce_term_adds_expected_adversarial_loss(tiny):

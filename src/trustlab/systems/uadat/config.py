@@ -13,7 +13,7 @@ from trustlab.errors import UserError
 
 BASELINES: tuple[str, ...] = ("standard", "pgd_at", "trades", "mart")
 ABLATIONS: tuple[str, ...] = ("uadat_no_uncertainty", "uadat_no_reference", "uadat_no_d2d", "uadat_no_iga")
-REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean")  # as method.REF_MODES
+REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean", "swap", "blend")  # as method.REF_MODES
 ALL_METHODS: tuple[str, ...] = (*BASELINES, "uadat", *ABLATIONS)
 
 
@@ -84,7 +84,7 @@ class Config(SystemConfig):
     uadat_p: float = 0.5
     uadat_draws: int = 1
     uadat_adv_ce: float = 1.0
-    uadat_ref_mode: str = "class_mean"
+    uadat_ref_mode: str = "blend"
     uadat_attack: str = "kl"
     aa_iters: int = 20
     aa_square_queries: int = 100

@@ -45,7 +45,7 @@ from torch import nn
 from trustlab.systems.uadat.baselines import TrainingMethod
 
 COMPONENTS: tuple[str, ...] = ("uncertainty", "reference", "d2d", "iga")
-REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean")
+REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean", "swap", "blend")
 
 
 # -- pure functions ---------------------------------------------------------------------------------
@@ -159,6 +159,22 @@ def class_mean_weights(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor,
     allowed = ((y[:, None] == y[None, :]) & correct[None, :]).to(mu.dtype)
     has = allowed.sum(1) > 0
     return allowed / allowed.sum(1, keepdim=True).clamp_min(1.0), correct | ~has
+
+
+def swap_reference(p_clean: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Own clean prediction with the probabilities of the predicted and the true class exchanged.
+
+    For a correctly classified sample this is ``p(x_i)`` itself; for a misclassified one it is the same
+    distribution (same entropy and confidence, hence the same loss scale as TRADES' reference) whose arg-max
+    is the true label, so the adversary is not aligned to the wrong clean prediction. Differentiable in
+    ``p_clean`` (a gather), so the clean side keeps TRADES' gradient.
+    """
+    k = p_clean.shape[1]
+    pred = p_clean.detach().argmax(dim=1)
+    perm = torch.arange(k, device=y.device).expand(y.shape[0], k).clone()
+    perm.scatter_(1, pred[:, None], y[:, None])
+    perm.scatter_(1, y[:, None], pred[:, None])
+    return p_clean.gather(1, perm)
 
 
 def gaussian_w2(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor, sigma_b: torch.Tensor) -> torch.Tensor:
@@ -284,12 +300,18 @@ class UADAT(TrainingMethod):
             keep = correct[:, None]
             return (torch.where(keep, p_clean, p_inv), torch.where(keep, mu_cl, mu_inv),
                     torch.where(keep, sig_cl, sig_inv), ones, ones)
-        if self.ref_mode in ("proximity", "class_mean"):
+        if self.ref_mode == "swap":
+            return swap_reference(p_clean, y), mu_cl, sig_cl, ones, ones
+        if self.ref_mode in ("proximity", "class_mean", "blend"):
             weights = proximity_weights if self.ref_mode == "proximity" else class_mean_weights
             w, own = weights(mu_cl, sig_cl, y, correct)
-            return (torch.where(own[:, None], p_clean, w @ p_clean.detach()),
-                    torch.where(own[:, None], mu_cl, w @ mu_cl.detach()),
-                    torch.where(own[:, None], sig_cl, w @ sig_cl.detach()), ones, ones)
+            blend = self.ref_mode == "blend"  # half own (in the graph), half the class mean
+
+            def mix(v: torch.Tensor) -> torch.Tensor:
+                borrowed = w @ v.detach()
+                return torch.where(own[:, None], v, 0.5 * (v + borrowed) if blend else borrowed)
+
+            return mix(p_clean), mix(mu_cl), mix(sig_cl), ones, ones
         ref_idx = nearest_reference_index(mu_cl, sig_cl, y, correct, self.fallback)
         ref = refined_reference(p_clean, y, ref_idx, self.smoothing)
         safe, own = ref_idx.clamp_min(0), ref_idx == torch.arange(b, device=y.device)
