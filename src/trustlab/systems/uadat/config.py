@@ -48,9 +48,11 @@ class Config(SystemConfig):
         uadat_p: Probability of uncertainty resampling per batch.
         uadat_draws: Uncertainty draws per batch.
         uadat_adv_ce: Weight of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
-        uadat_ref_mode: Reference of misclassified clean examples: ``nearest`` (hard nearest correct
-            same-class neighbour), ``proximity`` (soft), ``class_mean``, ``mask`` (not aligned) or ``inverse``
-            (UIAT-style inverse adversary); see README.md.
+        uadat_ref_mode: Reference of misclassified clean examples: ``blend`` (half own prediction, half the
+            class mean of correct same-class clean predictions; default), ``class_mean``, ``nearest`` (hard
+            nearest correct same-class neighbour), ``proximity`` (soft), ``swap`` (own prediction with the
+            predicted/true class probabilities exchanged), ``mask`` (not aligned) or ``inverse`` (UIAT-style
+            inverse adversary); see README.md.
         uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
         aa_iters: APGD-CE/APGD-DLR iterations.
         aa_square_queries: Square attack iterations.

@@ -19,8 +19,10 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    one-hot is available as ``fallback="onehot"``). ``ref_mode`` selects other readings for the
    misclassified samples: ``mask`` (not aligned at all), ``inverse`` (the prediction on a UIAT-style
    inverse adversary, PGD *minimising* CE in the ε-ball), ``class_mean`` (mean of the correct clean
-   same-class predictions; the experiment's default since the third session, chosen on a validation
-   split) or ``proximity`` (their proximity-weighted mean); see README.md.
+   same-class predictions), ``blend`` (half its own clean prediction, kept in the graph, half that class
+   mean; the experiment's default since the fourth session, chosen on a validation split), ``swap`` (its
+   own prediction with the predicted and true class probabilities exchanged) or ``proximity`` (their
+   proximity-weighted mean); see README.md.
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
    ``KL(p_ref ‖ p(z̃_adv))`` averaged over ``M`` uncertainty draws, the per-channel feature Gaussians of
    the two domains are matched with the closed-form 2-Wasserstein distance
@@ -223,7 +225,8 @@ class UADAT(TrainingMethod):
         adv_ce: Weight ``κ`` of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
         ref_mode: Reference of a misclassified clean sample: ``"nearest"`` (hard nearest correct
             same-class neighbour), ``"proximity"`` (:func:`proximity_weights`), ``"class_mean"``
-            (:func:`class_mean_weights`), ``"mask"`` (left out of the KL and W2 alignment terms) or
+            (:func:`class_mean_weights`), ``"blend"`` (half own, half class mean), ``"swap"``
+            (:func:`swap_reference`), ``"mask"`` (left out of the KL and W2 alignment terms) or
             ``"inverse"`` (prediction/statistics on the inverse adversary, :meth:`inverse_adversary`).
         attack: Inner maximisation: ``"kl"`` (TRADES), ``"kl_uniform"`` (KL-PGD from a uniform start) or
             ``"ce"`` (CE-PGD from a uniform start, as PGD-AT).
