@@ -20,6 +20,8 @@ from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detec
 from trustlab.models.cnn import SARCNN
 from trustlab.runner import run_system
 from trustlab.systems.nadafd.method import (
+    NADAFDStrategy,
+    collusion_scores,
     consensus_target,
     decode_bank,
     encode_bank,
@@ -122,6 +124,25 @@ def test_nadafd_module_maths() -> None:
     bank = [(torch.rand(8, 8), torch.rand(8, 8))]
     back = decode_bank(encode_bank(bank))
     assert torch.allclose(back[0][0], bank[0][0]) and decode_bank(b"") == []
+
+
+def test_dha_collusion_term_penalises_a_shared_deviation() -> None:
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=200)
+    backdoor = rng.normal(size=200)
+    benign = [common + 0.8 * rng.normal(size=200) for _ in range(7)]  # idiosyncratic (non-IID) deviations
+    attackers = [common + 0.8 * rng.normal(size=200) + 1.5 * backdoor for _ in range(3)]
+    u = np.stack(benign + attackers)
+    g = collusion_scores(u, group=2)
+    assert g.shape == (10,) and g[7:].min() > g[:7].max()
+    assert np.allclose(collusion_scores(u[[3, 1, 0, 2, 9, 8, 7, 6, 5, 4]], 2), g[[3, 1, 0, 2, 9, 8, 7, 6, 5, 4]])
+    strat = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12, width=2, hidden=8), 12, 2, use_fdci=False)
+    q = strat.behaviour_quality(u)
+    assert q[7:].max() < 0.5 * q[:7].min()
+    off = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12, width=2, hidden=8), 12, 2, use_fdci=False,
+                         collusion=False)
+    assert off.behaviour_quality(u)[7:].min() > q[7:].max()
+    assert robust_z(np.array([0.2, 0.21, 0.2, 0.2, 0.6]), floor=0.05)[4] == pytest.approx(8.0)
 
 
 def test_fdci_inversion_and_spectral_statistic() -> None:

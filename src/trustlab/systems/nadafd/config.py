@@ -70,6 +70,10 @@ class Config(SystemConfig):
         fdci_score: FDCI's per-client statistic: ``transfer`` (susceptibility to the other clients'
             inverted triggers minus the reach of its own, see ``method.transfer_asymmetry``) or
             ``spectral`` (robust z of inverted mask size and high-frequency share across clients).
+        dha_collusion: Include DHA's collusion term (consensus residuals shared by ``dha_group``
+            peers lower a client's quality; see ``method.collusion_scores``).
+        dha_group: Peers a client's deviation from the consensus must share to count as collusion.
+        dha_z1: Robust z of the collusion score tolerated before quality drops.
         clean_reference: Also run FedAvg without attackers (setting ``no_attack``).
     """
 
@@ -116,6 +120,9 @@ class Config(SystemConfig):
     fdci_target: str = "max"
     fdci_group: int = 2
     fdci_score: str = "spectral"
+    dha_collusion: bool = True
+    dha_group: int = 2
+    dha_z1: float = 0.5
     clean_reference: bool = True
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -167,6 +174,8 @@ class Config(SystemConfig):
                             f"fdci_score={self.fdci_score!r}",
                             "use fdci_target 'consensus' or 'max', fdci_group >= 1, fdci_score 'transfer' or "
                             "'spectral'")
+        if self.dha_group < 1 or self.dha_group >= self.num_clients:
+            raise UserError(f"dha_group={self.dha_group}", f"use 1 <= dha_group < num_clients ({self.num_clients})")
         if self.naat_offset < 0:
             raise UserError(f"naat_offset={self.naat_offset} must be >= 0", "set naat_offset to e.g. 0.3")
         if not self.naat_looks or min(self.naat_looks) <= 0:

@@ -47,7 +47,8 @@ def make_strategy(method: str, cfg: Config, data: FedData, seed: int) -> Strateg
                               fdci_every=cfg.fdci_every, fdci_steps=cfg.fdci_steps, fdci_probes=cfg.fdci_probes,
                               fdci_cost=cfg.fdci_cost, rule=cfg.dha_rule, behaviour=cfg.dha_behaviour,
                               fdci_target=cfg.fdci_target, fdci_group=cfg.fdci_group, fdci_score=cfg.fdci_score,
-                              seed=derive_seed(seed, "nadafd"))
+                              collusion=cfg.dha_collusion, collusion_group=cfg.dha_group,
+                              collusion_z=cfg.dha_z1, seed=derive_seed(seed, "nadafd"))
     return make_baseline(method, cfg, len(data.malicious), model_fn, data.root.x, data.root.y, seed)
 
 

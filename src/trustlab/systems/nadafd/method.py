@@ -46,6 +46,7 @@ __all__ = [
     "decode_bank",
     "encode_bank",
     "binarise_mask",
+    "collusion_scores",
     "consensus_target",
     "transfer_asymmetry",
     "transfer_matrix",
@@ -60,11 +61,14 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------- maths
-def robust_z(values: NDArray[np.floating]) -> NDArray[np.float64]:
-    """``(v − median) / (1.4826 · MAD)``; 0 everywhere when the MAD vanishes and all values agree."""
+def robust_z(values: NDArray[np.floating], floor: float = 0.0) -> NDArray[np.float64]:
+    """``(v − median) / max(1.4826 · MAD, floor)``; 0 everywhere when the scale vanishes and all values agree.
+
+    ``floor`` (in the units of ``values``) keeps near-tied values from producing huge z-scores.
+    """
     v = np.asarray(values, dtype=np.float64)
     med = np.median(v)
-    mad = 1.4826 * np.median(np.abs(v - med))
+    mad = max(1.4826 * float(np.median(np.abs(v - med))), floor)
     if mad <= 1e-12:
         scale = np.std(v)
         if scale <= 1e-12:
@@ -167,6 +171,28 @@ def invert_triggers(models: Sequence[torch.nn.Module], probes: torch.Tensor, num
         hit = fwd(params, buffers, x).reshape(-1, num_classes).argmax(1) == tgt
         success = hit.float().reshape(k, num_classes, n).mean(2)
     return m[:, :, 0].detach(), pat[:, :, 0].detach(), success
+
+
+def collusion_scores(updates: NDArray[np.floating], group: int = 2) -> NDArray[np.float64]:
+    """How much each client's deviation from the consensus is shared by ``group`` other clients.
+
+    Residuals ``r_k = Δ_k − med Δ`` (the coordinate-wise median update: what the majority agrees on);
+    ``g_k`` is the ``group``-th largest cosine between ``r_k`` and the other clients' residuals. Backdoor
+    attackers deviate from the consensus in the *same* direction (shared trigger and target), so each
+    of them has ``group`` close peers; a label-skewed benign client deviates in its own direction.
+    (FoolsGold's sybil intuition, measured on consensus residuals of the current round rather than on
+    raw accumulated updates, whose common learning direction dominates the cosine.)
+    """
+    u = np.asarray(updates, dtype=np.float64)
+    k = u.shape[0]
+    if k < 2:
+        return np.zeros(k)
+    r = u - np.median(u, axis=0)
+    r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
+    cs = r @ r.T
+    np.fill_diagonal(cs, -np.inf)
+    g = min(max(1, group), k - 1)
+    return np.sort(cs, axis=1)[:, -g]
 
 
 def transfer_matrix(models: Sequence[torch.nn.Module], masks: torch.Tensor, patterns: torch.Tensor,
@@ -311,6 +337,10 @@ class NADAFDStrategy(UpdateStrategy):
         probe_looks: Looks of the probe speckle.
         outlier_quality: Behaviour quality of a client outside the majority cosine cluster (1 inside).
         bank_area: Fraction of pixels kept when an inverted mask is binarised for the NAAT bank.
+        collusion: Multiply the behaviour quality by the collusion term (see :meth:`behaviour_quality`).
+        collusion_group: Number of peers a client's consensus residual must share (``group`` of
+            :func:`collusion_scores`).
+        collusion_z: Robust z of the collusion score tolerated before quality drops.
         seed: Seed of the probes.
     """
 
@@ -320,7 +350,8 @@ class NADAFDStrategy(UpdateStrategy):
                  fdci_every: int = 3, fdci_steps: int = 30, fdci_probes: int = 16, fdci_cost: float = 2.0,
                  probe_looks: float = 1.0, bank_area: float = 0.08, outlier_quality: float = 0.0,
                  rule: str = "median", behaviour: str = "consensus", fdci_target: str = "max",
-                 fdci_group: int = 2, fdci_score: str = "spectral", seed: int = 0) -> None:
+                 fdci_group: int = 2, fdci_score: str = "spectral", collusion: bool = True,
+                 collusion_group: int = 2, collusion_z: float = 0.5, seed: int = 0) -> None:
         super().__init__()
         if not 0 <= rho < 1 or not 0 <= tau <= 1:
             raise ValueError(f"need rho in [0, 1) and tau in [0, 1], got {rho}, {tau}")
@@ -345,6 +376,9 @@ class NADAFDStrategy(UpdateStrategy):
         if fdci_score not in ("transfer", "spectral"):
             raise ValueError(f"fdci_score must be 'transfer' or 'spectral', got {fdci_score!r}")
         self.fdci_target, self.fdci_group, self.fdci_score = fdci_target, fdci_group, fdci_score
+        if collusion_group < 1:
+            raise ValueError(f"collusion_group must be >= 1, got {collusion_group}")
+        self.collusion, self.collusion_group, self.collusion_z = collusion, collusion_group, collusion_z
         # suspicion above which a client is "flagged" (bank; spectral: robust z, transfer: asymmetry)
         self.flag_ = z0 if fdci_score == "spectral" else 0.5
         self.rng_ = np.random.default_rng(seed)
@@ -356,6 +390,7 @@ class NADAFDStrategy(UpdateStrategy):
         self.quality_log_: list[dict[Any, float]] = []
         self.score_log_: list[dict[Any, float]] = []
         self.z_log_: list[tuple[int, list[Any], NDArray[np.float64], int]] = []
+        self.collusion_log_: list[dict[Any, float]] = []
 
     def configure_train(self, server_round, parameters, client_ids):  # noqa: D102
         blob = encode_bank(self.bank_) if (self.use_naat and self.use_fdci) else b""
@@ -414,13 +449,22 @@ class NADAFDStrategy(UpdateStrategy):
         while they are a minority), relative to the typical client's agreement (raw cosines of
         non-IID updates are ≈ 0.5 for everyone, which a fixed threshold cannot use);
         ``cluster``: FLAME's HDBSCAN majority-cluster membership (1 inside, ``outlier_quality`` outside).
+        With ``collusion`` on, this is multiplied by ``exp(−max(0, z_k − collusion_z))``, ``z_k`` the robust
+        z (across this round's clients, scale floored at 0.05) of :func:`collusion_scores`: a client
+        whose deviation from the consensus is shared by ``collusion_group`` peers loses quality.
         """
         if self.behaviour == "cluster":
-            return np.where(flame_filter(updates), 1.0, self.outlier_quality)
-        med = np.median(updates, axis=0)
-        cos = updates @ med / np.maximum(np.linalg.norm(updates, axis=1) * np.linalg.norm(med), 1e-12)
-        ref = float(np.median(cos))
-        return np.clip(cos / ref, 0.0, 1.0) if ref > 1e-12 else np.ones(len(cos))
+            q = np.where(flame_filter(updates), 1.0, self.outlier_quality)
+        else:
+            med = np.median(updates, axis=0)
+            cos = updates @ med / np.maximum(np.linalg.norm(updates, axis=1) * np.linalg.norm(med), 1e-12)
+            ref = float(np.median(cos))
+            q = np.clip(cos / ref, 0.0, 1.0) if ref > 1e-12 else np.ones(len(cos))
+        if self.collusion:
+            z = robust_z(collusion_scores(updates, self.collusion_group), floor=0.05)
+            self.collusion_log_.append(dict(enumerate(z.tolist())))
+            q = q * np.exp(-np.maximum(0.0, z - self.collusion_z))
+        return q
 
     def _bank(self, client_ids: list[Any], health: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Inverted triggers (binarised mask, pattern) of the (at most 3) clients both modules distrust.
