@@ -139,6 +139,25 @@ def test_early_stopping_keeps_best_epoch_and_refits() -> None:
         ICFNet(val_fraction=0.7)
 
 
+def test_head_init_sets_marginal_hazards_and_swa_averages_last_epochs() -> None:
+    data = make_synthetic_multimodal(n=80, seed=3, patches=(8, 10), patch_dim=4)
+    m = ICFNet(epochs=1, d=8, lr=1e-9, head_init=True, balanced_sampler=False).fit(data)
+    ybin = discretize(data.time, m.cuts_)
+    h = np.array([(data.event & (ybin == k)).sum() / (ybin >= k).sum() for k in range(K)])
+    for layer, _ in m.net_.output_layers():
+        np.testing.assert_allclose(torch.sigmoid(layer.bias.detach()).numpy(), h, atol=1e-4)
+    lf = LateFusion(epochs=1, d=8, lr=1e-9, head_init=True, balanced_sampler=False).fit(data)
+    summed = sum(net.head.bias.detach() for net in lf.net_.nets.values())
+    np.testing.assert_allclose(torch.sigmoid(summed).numpy(), h, atol=1e-4)  # the summed logits start calibrated
+    kw = dict(epochs=4, d=8, random_state=0)
+    last = ICFNet(swa=0.01, **kw).fit(data).predict(data)  # ceil(0.01 * 4) = 1 epoch: the last weights
+    np.testing.assert_allclose(last, ICFNet(swa=0.0, **kw).fit(data).predict(data), atol=1e-6)
+    avg = ICFNet(swa=0.5, **kw).fit(data).predict(data)
+    assert np.isfinite(avg).all() and not np.allclose(avg, last)
+    with pytest.raises(ValueError):
+        ICFNet(swa=1.5)
+
+
 def test_survival_functions_monotone_in_unit_interval_and_risk_orientation() -> None:
     data = make_synthetic_multimodal(n=120, seed=0, patches=(8, 12), patch_dim=8, missing_pathology=0.2)
     times = np.quantile(data.time, np.linspace(0.01, 0.99, 25))

@@ -137,6 +137,9 @@ class _MLP(nn.Module):
         layers.append(nn.Linear(d, d_out))
         self.net = nn.Sequential(*layers)
 
+    def output_layers(self) -> list[tuple[nn.Linear, float]]:
+        return [(self.net[-1], 1.0)]
+
     def forward(self, batch: dict[str, dict[str, Tensor]]) -> Tensor:
         return self.net(batch["flat"]["flat"])
 
@@ -196,6 +199,14 @@ class _LateFusionNet(nn.Module):
     def __init__(self, nets: dict[str, ICFNetModule]) -> None:
         super().__init__()
         self.nets = nn.ModuleDict(nets)
+
+    def output_layers(self) -> list[tuple[nn.Linear, float]]:
+        """Every modality's hazard layers; the summed main logits share the marginal logit equally."""
+        out = []
+        for net in self.nets.values():
+            head, *dense = net.output_layers()
+            out += [(head[0], 1.0 / len(self.nets))] + dense
+        return out
 
     def forward(self, batch: dict[str, dict[str, Tensor]]) -> dict[str, Any]:
         logits = 0.0

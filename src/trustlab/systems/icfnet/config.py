@@ -35,8 +35,13 @@ class Config(SystemConfig):
             stratum (the official data loader's sampler), for every discrete-time neural model.
         val_metric: Early-stopping criterion: ``"loss"`` (the model's own survival loss on the
             validation patients) or ``"cindex"``.
+        swa: Weight averaging over the last ``swa`` share of the epochs, for every neural model
+            (0 = keep the last epoch's weights).
+        head_init: Start every discrete-time hazard head at the training fold's marginal hazards.
         batch_size: Patients per step.
-        lr: Adam learning rate.
+        lr: Adam learning rate of ICFNet and the models built from its encoders (ablations, late
+            fusion, single-modality models).
+        mlp_lr: Adam learning rate of the MLP baselines (DeepSurv, early fusion); None = ``lr``.
         weight_decay: Adam weight decay.
         ot_iters: Sinkhorn iterations.
         cox_alpha: Ridge penalty of CoxPH.
@@ -62,8 +67,11 @@ class Config(SystemConfig):
     refit: bool = True
     val_metric: str = "loss"
     balanced_sampler: bool = True
+    swa: float = 0.0
+    head_init: bool = False
     batch_size: int = 32
     lr: float = 3e-3
+    mlp_lr: float | None = None
     weight_decay: float = 1e-5
     ot_iters: int = 5
     cox_alpha: float = 10.0
@@ -90,11 +98,13 @@ class Config(SystemConfig):
             raise UserError(f"folds={self.folds} is too small", "use folds >= 2")
         if self.n_synthetic < 50:
             raise UserError(f"n_synthetic={self.n_synthetic} is too small", "use n_synthetic >= 50")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or (self.mlp_lr is not None and self.mlp_lr <= 0):
             raise UserError("epochs, batch_size and lr must be positive", "e.g. epochs=30 batch_size=64 lr=0.003")
         if not 0.0 <= self.val_fraction < 0.5 or self.patience < 1:
             raise UserError(f"val_fraction={self.val_fraction}, patience={self.patience} out of range",
                             "use 0 <= val_fraction < 0.5 (e.g. 0.2) and patience >= 1")
+        if not 0.0 <= self.swa <= 1.0:
+            raise UserError(f"swa={self.swa} is out of range", "use 0 <= swa <= 1 (e.g. 0.5)")
         if self.val_metric not in ("loss", "cindex"):
             raise UserError(f"val_metric={self.val_metric!r} is unknown", "use 'loss' or 'cindex'")
         if self.d % self.heads:

@@ -229,6 +229,10 @@ class ICFNetModule(nn.Module):
                                     for k in self.stream_names})
         self.groups: dict[str, list[list[int]]] = {}
 
+    def output_layers(self) -> list[tuple[nn.Linear, float]]:
+        """The hazard-logit layers (main head and dense heads) with their share of the logit."""
+        return [(self.head, 1.0)] + [(seq[-1], 1.0) for seq in self.dense.values()]
+
     def _fill(self, name: str, v: Tensor, present: Tensor) -> Tensor:
         return torch.where(present.unsqueeze(-1), v, self.missing[name].expand_as(v))
 
@@ -379,13 +383,19 @@ class NeuralSurvivalEstimator(ABC):
             epochs (else keep the best-epoch weights trained on the fit split).
         val_metric: Early-stopping criterion: ``"loss"`` (the model's own survival loss on the
             validation patients, lower is better) or ``"cindex"`` (Harrell's C, higher is better).
+        swa: Stochastic weight averaging (Izmailov et al. 2018): the returned weights are the mean of
+            the weights after each of the last ``ceil(swa * epochs)`` epochs (0 = last epoch only).
+            Applies to fixed-epoch training (and to the refit after early stopping).
+        head_init: Initialise the bias of every hazard-logit layer to the logit of the training
+            data's marginal discrete hazard ``d_k / n_k`` (weighted like the sampler), so training
+            starts calibrated instead of at ``h_k = 0.5``; discrete-time models only.
     """
 
     def __init__(
         self, n_bins: int = 4, loss: str = "bnll", alpha: float = 0.0, beta: float = 1.0, epochs: int = 30,
         batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-5, balanced_sampler: bool = True,
         random_state: int = 0, device: str = "cpu", val_fraction: float = 0.0, patience: int = 10,
-        refit: bool = True, val_metric: str = "loss",
+        refit: bool = True, val_metric: str = "loss", swa: float = 0.0, head_init: bool = False,
     ) -> None:
         if n_bins < 2:
             raise ValueError("n_bins must be >= 2")
@@ -399,7 +409,10 @@ class NeuralSurvivalEstimator(ABC):
             raise ValueError("val_fraction must be in [0, 0.5) and patience >= 1")
         if val_metric not in ("cindex", "loss"):
             raise ValueError(f"val_metric must be 'cindex' or 'loss', got {val_metric!r}")
+        if not 0.0 <= swa <= 1.0:
+            raise ValueError(f"swa must be in [0, 1], got {swa}")
         self.val_fraction, self.patience, self.refit, self.val_metric = val_fraction, patience, refit, val_metric
+        self.swa, self.head_init = swa, head_init
         self.n_bins, self.loss, self.alpha, self.beta = n_bins, loss, alpha, beta
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
@@ -457,6 +470,7 @@ class NeuralSurvivalEstimator(ABC):
                 weights = torch.as_tensor(1.0 / counts[strata], dtype=torch.float64)
             else:
                 weights = None
+            self._init_head(ybin, event, weights)
             self.best_epoch_, self.val_curve_ = self.epochs, []
             if self.val_fraction > 0:
                 fit_idx, val_idx = _inner_split(event, self.val_fraction, self.random_state)
@@ -464,11 +478,26 @@ class NeuralSurvivalEstimator(ABC):
                 if self.refit:  # retrain on the whole training set for the selected number of epochs
                     torch.manual_seed(self.random_state)
                     self.net_ = self._build(X).to(dev)
+                    self._init_head(ybin, event, weights)
                     self._train(batch, yt, ct, tt, np.arange(n), weights, gen, self.best_epoch_, None)
             else:
                 self._train(batch, yt, ct, tt, np.arange(n), weights, gen, self.epochs, None)
         self.net_.eval()
         return self
+
+    def _init_head(self, ybin: np.ndarray, event: np.ndarray, weights: Tensor | None) -> None:
+        """Set the hazard-logit biases to the training data's marginal discrete hazards (``head_init``)."""
+        layers = getattr(self.net_, "output_layers", None)
+        if not self.head_init or self.loss == "cox" or layers is None:
+            return
+        w = np.ones(len(ybin)) if weights is None else weights.numpy()
+        at_risk = np.array([w[ybin >= k].sum() for k in range(self.n_bins)])
+        events = np.array([w[(ybin == k) & event].sum() for k in range(self.n_bins)])
+        h = np.clip(events / np.maximum(at_risk, 1e-12), 1e-3, 1 - 1e-3)
+        logit = torch.as_tensor(np.log(h / (1 - h)), dtype=torch.float32)
+        with torch.no_grad():
+            for layer, share in layers():
+                layer.bias.copy_(share * logit.to(layer.bias.device))
 
     def _train(self, batch: Batch, yt: Tensor, ct: Tensor, tt: Tensor, idx: np.ndarray, weights: Tensor | None,
                gen: torch.Generator, epochs: int, val_idx: np.ndarray | None) -> None:
@@ -486,6 +515,8 @@ class NeuralSurvivalEstimator(ABC):
             best, best_state, since = -np.inf, None, 0
         self.loss_curve_: list[float] = []
         self.val_loss_curve_: list[float] = []
+        swa_from = epochs - max(1, int(np.ceil(self.swa * epochs))) if self.swa > 0 and val_idx is None else epochs
+        avg: dict[str, Tensor] = {}
         for epoch in range(epochs):
             self.net_.train()
             order = torch.multinomial(w, n, replacement=True, generator=gen) if w is not None else \
@@ -502,6 +533,12 @@ class NeuralSurvivalEstimator(ABC):
                 opt.step()
                 total += float(loss.detach()) * sel.numel()
             self.loss_curve_.append(total / n)
+            if epoch >= swa_from:  # running mean of the weights of the last epochs
+                k = epoch - swa_from
+                with torch.no_grad():
+                    for name, p in self.net_.state_dict().items():
+                        if p.is_floating_point():
+                            avg[name] = p.detach().clone() if k == 0 else avg[name].mul_(k / (k + 1)).add_(p, alpha=1 / (k + 1))
             if val_idx is None:
                 continue
             self.net_.eval()
@@ -522,6 +559,8 @@ class NeuralSurvivalEstimator(ABC):
                     break
         if val_idx is not None and best_state is not None:
             self.net_.load_state_dict(best_state)
+        if avg:
+            self.net_.load_state_dict(avg, strict=False)
 
     def _risk(self, logits: Tensor) -> np.ndarray:
         if self.loss == "cox":
