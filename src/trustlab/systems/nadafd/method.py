@@ -19,7 +19,8 @@ from the abstract and the nearest published method (see README "Design choices")
    ``CE(x) + β CE(x_adv)`` on a fraction of each batch (FLIP-style hardening, true labels kept).
 3. **DHA, dynamic health assessment** (server). Per-round quality ``q_k = c_k · exp(−max(0, s_k − z₀))``
    (``c_k``: agreement of the update with the coordinate-wise median update relative to the typical
-   client's; ``s_k``: FDCI's suspicion), health EMA ``h_k ← ρ h_k + (1 − ρ) q_k`` kept across rounds,
+   client's, times a collusion term that lowers it when the client's deviation from that median is
+   shared by two peers, see :func:`collusion_scores`; ``s_k``: FDCI's suspicion), health EMA ``h_k ← ρ h_k + (1 − ρ) q_k`` kept across rounds,
    clients with ``h_k < τ`` dropped, updates clipped to the median norm over all clients, and the
    health-weighted coordinate-wise median of the clipped updates applied (robust statistics inside
    DHA: the health decides *how much say* a client has in the median).
