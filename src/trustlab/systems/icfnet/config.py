@@ -14,6 +14,9 @@ from trustlab.errors import UserError
 class Config(SystemConfig):
     """ICFNet experiment settings (defaults = the ``default`` scale, <= 10 min on 2 idle cores).
 
+    The neural training settings (``balanced_sampler``, ``weight_decay`` and the learning rates) were
+    chosen on development cohorts only (:mod:`trustlab.systems.icfnet.devsearch`; README).
+
     Attributes:
         datasets: Embedded datasets (settings); ``synthetic`` has genomics + pathology bags + clinical.
         folds: Cross-validation folds (stratified by event).
@@ -41,7 +44,8 @@ class Config(SystemConfig):
         batch_size: Patients per step.
         lr: Adam learning rate of ICFNet and the models built from its encoders (ablations, late
             fusion, single-modality models).
-        mlp_lr: Adam learning rate of the MLP baselines (DeepSurv, early fusion); None = ``lr``.
+        deepsurv_lr: Adam learning rate of DeepSurv (None = ``lr``).
+        early_fusion_lr: Adam learning rate of the early-fusion MLP (None = ``lr``).
         weight_decay: Adam weight decay.
         ot_iters: Sinkhorn iterations.
         cox_alpha: Ridge penalty of CoxPH.
@@ -66,13 +70,14 @@ class Config(SystemConfig):
     patience: int = 10
     refit: bool = True
     val_metric: str = "loss"
-    balanced_sampler: bool = True
+    balanced_sampler: bool = False
     swa: float = 0.0
     head_init: bool = False
     batch_size: int = 32
-    lr: float = 3e-3
-    mlp_lr: float | None = None
-    weight_decay: float = 1e-5
+    lr: float = 5e-3
+    deepsurv_lr: float | None = 1e-3
+    early_fusion_lr: float | None = 3e-3
+    weight_decay: float = 1e-3
     ot_iters: int = 5
     cox_alpha: float = 10.0
     rsf_trees: int = 50
@@ -98,7 +103,7 @@ class Config(SystemConfig):
             raise UserError(f"folds={self.folds} is too small", "use folds >= 2")
         if self.n_synthetic < 50:
             raise UserError(f"n_synthetic={self.n_synthetic} is too small", "use n_synthetic >= 50")
-        if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or (self.mlp_lr is not None and self.mlp_lr <= 0):
+        if self.epochs < 1 or self.batch_size < 2 or min(self.lr, self.deepsurv_lr or 1, self.early_fusion_lr or 1) <= 0:
             raise UserError("epochs, batch_size and lr must be positive", "e.g. epochs=30 batch_size=64 lr=0.003")
         if not 0.0 <= self.val_fraction < 0.5 or self.patience < 1:
             raise UserError(f"val_fraction={self.val_fraction}, patience={self.patience} out of range",

@@ -60,15 +60,16 @@ def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
                  swa=cfg.swa, head_init=cfg.head_init)
     icf_kw = dict(nn_kw, d=cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
                   dropout=cfg.dropout, ot_iters=cfg.ot_iters)
-    mlp_kw = dict(nn_kw, lr=cfg.lr if cfg.mlp_lr is None else cfg.mlp_lr)
+    ds_kw = dict(nn_kw, lr=cfg.deepsurv_lr or cfg.lr)
+    ef_kw = dict(nn_kw, lr=cfg.early_fusion_lr or cfg.lr)
     table: dict[str, Callable[[], Any]] = {
         "icfnet": lambda: ICFNet(**icf_kw),
         "icfnet_no_rod": lambda: ICFNet(use_rod=False, orth_weight=0.0, **icf_kw),
         "icfnet_no_bnll": lambda: ICFNet(loss="nll", **icf_kw),
         "icfnet_no_ufm": lambda: ICFNet(fusion="concat", **icf_kw),
         "late_fusion": lambda: LateFusion(**icf_kw),
-        "early_fusion": lambda: EarlyFusion(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **mlp_kw),
-        "deepsurv": lambda: DeepSurv(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **mlp_kw),
+        "early_fusion": lambda: EarlyFusion(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **ef_kw),
+        "deepsurv": lambda: DeepSurv(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **ds_kw),
         "coxph": lambda: CoxPH(alpha=cfg.cox_alpha),
         "rsf": lambda: RSF(n_estimators=cfg.rsf_trees, random_state=seed),
     }
