@@ -85,7 +85,7 @@ class Config(SystemConfig):
     ablate_fusion: bool = False
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": {"seeds": [0], "folds": 3, "datasets": ["synthetic"],
+        "smoke": {"seeds": [0], "folds": 5, "datasets": ["synthetic"],
                   "methods": ["icfnet", "only_genomics", "only_pathology", "only_clinical", "late_fusion", "coxph"],
                   "rsf_trees": 10},
         "paper": {"d": 64, "heads": 4, "layers": 2, "fusion_layers": 2, "dropout": 0.25, "epochs": 60,
