@@ -190,6 +190,14 @@ def test_estimator_api_and_validation() -> None:
 
     m = ICFNet(epochs=1, d=4, heads=1, modalities=["genomics", "clinical"]).fit(data, Surv.from_arrays(data.event, data.time))
     assert m.predict(data).shape == (60,)
+    # fourth-pass options (off by default): one token per tabular modality, whole-token dropout
+    with pytest.raises(ValueError):
+        ICFNet(tokens="gene")
+    with pytest.raises(ValueError):
+        ICFNet(token_dropout=1.0)
+    one = ICFNet(epochs=1, d=4, heads=1, tokens="modality", token_dropout=0.5).fit(data)
+    assert all(len(mod.groups) == 1 for mod in one._select(data).modalities.values() if mod.kind == "tabular")
+    assert one.net_.tab_enc["genomics"].w1.shape[0] == 1 and np.isfinite(one.predict(data)).all()
     t, s = breslow_baseline(np.array([1.0, 2, 3]), np.array([True, True, False]), np.zeros(3))
     np.testing.assert_allclose(s, [1 / 3, 1 / 3 + 1 / 2])
 

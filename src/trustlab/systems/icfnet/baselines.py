@@ -229,7 +229,7 @@ class LateFusion(ICFNet):
         for m, mod in data.modalities.items():
             tab = {m: [len(g) for g in mod.groups]} if mod.kind == "tabular" else {}
             nets[m] = ICFNetModule(tab, mod.dim if mod.kind == "bag" else None, m, k, self.d, self.heads, self.layers,
-                                   0, self.dropout, False, "concat", "none")
+                                   0, self.dropout, False, "concat", "none", token_dropout=self.token_dropout)
         return _LateFusionNet(nets)
 
 

@@ -25,6 +25,10 @@ class Config(SystemConfig):
         methods: Methods to run (None = all that apply to a dataset).
         n_bins: Discrete time bins K.
         d: Hidden size of the neural models.
+        icf_d: Hidden size of ICFNet and the models built from its encoders (None = ``d``).
+        tokens: ICFNet's tabular tokenisation: ``"groups"`` (one token per column group) or
+            ``"modality"`` (one token per tabular modality).
+        token_dropout: Training-time probability of zeroing a whole tabular token (ICFNet family).
         heads: Attention heads.
         layers: Transformer layers per stream (0 = gated attention pooling only; the paper uses 2).
         fusion_layers: Transformer layers in the unification module.
@@ -61,6 +65,9 @@ class Config(SystemConfig):
     methods: list[str] | None = None
     n_bins: int = 4
     d: int = 16
+    icf_d: int | None = None
+    tokens: str = "groups"
+    token_dropout: float = 0.0
     heads: int = 2
     layers: int = 0
     fusion_layers: int = 1
@@ -112,7 +119,12 @@ class Config(SystemConfig):
             raise UserError(f"swa={self.swa} is out of range", "use 0 <= swa <= 1 (e.g. 0.5)")
         if self.val_metric not in ("loss", "cindex"):
             raise UserError(f"val_metric={self.val_metric!r} is unknown", "use 'loss' or 'cindex'")
-        if self.d % self.heads:
-            raise UserError(f"d={self.d} is not divisible by heads={self.heads}", "pick d a multiple of heads")
+        for name, dim in (("d", self.d), ("icf_d", self.icf_d or self.d)):
+            if dim % self.heads:
+                raise UserError(f"{name}={dim} is not divisible by heads={self.heads}", "pick a multiple of heads")
+        if self.tokens not in ("groups", "modality"):
+            raise UserError(f"tokens={self.tokens!r} is unknown", "use 'groups' or 'modality'")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise UserError(f"token_dropout={self.token_dropout} is out of range", "use 0 <= token_dropout < 1")
         if self.risk_groups < 2:
             raise UserError("risk_groups must be >= 2", "use 2 (median split) or 3 (tertiles)")

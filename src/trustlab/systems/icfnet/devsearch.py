@@ -29,6 +29,10 @@ from trustlab.data.survival import SurvivalDataset, load_survival_dataset, make_
 from trustlab.systems.icfnet.config import Config
 from trustlab.systems.icfnet.experiment import cv_unit
 
+#: The third-pass (committed) settings, as overrides of the pre-search base below.
+P3: dict[str, Any] = {"balanced_sampler": False, "lr": 5e-3, "weight_decay": 1e-3, "deepsurv_lr": 1e-3,
+                      "early_fusion_lr": 3e-3}
+
 #: Candidate training settings (Config overrides), applied to every neural model alike.
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -61,6 +65,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # (``--methods=deepsurv,early_fusion --seeds=0,1,2``)
     **{f"ns_wd1e-3_mlp_lr{x}": {"balanced_sampler": False, "weight_decay": 1e-3, "deepsurv_lr": float(x),
                                 "early_fusion_lr": float(x)} for x in ("1e-3", "3e-3", "5e-3", "1e-2")},
+    # fifth round (fourth pass): ICFNet's capacity / token structure for small cohorts, relative to
+    # the third-pass settings (P3); only the ICFNet-family models change (``--methods=icfnet``)
+    "p3": P3,
+    "p3_tokmod": {**P3, "tokens": "modality"},
+    "p3_d8": {**P3, "icf_d": 8},
+    "p3_tokdrop0.2": {**P3, "token_dropout": 0.2},
+    "p3_tokmod_d8": {**P3, "tokens": "modality", "icf_d": 8},
+    "p3_d32": {**P3, "icf_d": 32},
+    "p3_d24": {**P3, "icf_d": 24},
+    "p3_tokdrop0.1": {**P3, "token_dropout": 0.1},
+    "p3_heads1": {**P3, "heads": 1},
+    "p3_fl0": {**P3, "fusion_layers": 0},
 }
 
 
@@ -80,7 +96,8 @@ def dev_cohorts(subset: int = 250) -> dict[str, SurvivalDataset]:
 def evaluate(variant: dict[str, Any], methods: list[str], cohorts: dict[str, SurvivalDataset],
              seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Mean 5-fold C-index per (method, cohort), averaged over CV seeds, under a variant's Config overrides."""
-    base = {"balanced_sampler": True, "lr": 3e-3, "weight_decay": 1e-5, "deepsurv_lr": None, "early_fusion_lr": None}
+    base = {"balanced_sampler": True, "lr": 3e-3, "weight_decay": 1e-5, "deepsurv_lr": None, "early_fusion_lr": None,
+            "icf_d": None, "tokens": "groups", "token_dropout": 0.0}
     cfg = dataclasses.replace(Config(), **{**base, **variant})  # variants are relative to the pre-search settings
     res: dict[str, Any] = {}
     for m in methods:

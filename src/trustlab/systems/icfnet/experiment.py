@@ -58,8 +58,8 @@ def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
                  val_fraction=cfg.val_fraction, patience=cfg.patience, refit=cfg.refit,
                  val_metric=cfg.val_metric, balanced_sampler=cfg.balanced_sampler,
                  swa=cfg.swa, head_init=cfg.head_init)
-    icf_kw = dict(nn_kw, d=cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
-                  dropout=cfg.dropout, ot_iters=cfg.ot_iters)
+    icf_kw = dict(nn_kw, d=cfg.icf_d or cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
+                  dropout=cfg.dropout, ot_iters=cfg.ot_iters, tokens=cfg.tokens, token_dropout=cfg.token_dropout)
     ds_kw = dict(nn_kw, lr=cfg.deepsurv_lr or cfg.lr)
     ef_kw = dict(nn_kw, lr=cfg.early_fusion_lr or cfg.lr)
     table: dict[str, Callable[[], Any]] = {

@@ -22,6 +22,7 @@ stream that needs it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -185,13 +186,14 @@ class ICFNetModule(nn.Module):
         ot_reg: Sinkhorn entropic regularisation.
         ot_reg_m: Sinkhorn marginal relaxation.
         ot_iters: Sinkhorn iterations.
+        token_dropout: Training-time probability of zeroing a whole tabular token (per patient).
     """
 
     def __init__(
         self, tabular: dict[str, list[int]], bag_dim: int | None, bag_name: str = "pathology", n_bins: int = 4,
         d: int = 32, heads: int = 2, layers: int = 1, fusion_layers: int = 1, dropout: float = 0.25,
         use_rod: bool = True, fusion: str = "ufm", coattention: str = "ot",
-        ot_reg: float = 0.1, ot_reg_m: float = 0.5, ot_iters: int = 50,
+        ot_reg: float = 0.1, ot_reg_m: float = 0.5, ot_iters: int = 50, token_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if not tabular and bag_dim is None:
@@ -200,6 +202,7 @@ class ICFNetModule(nn.Module):
         self.bag_name = bag_name if bag_dim is not None else None
         self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
         self.ot = (ot_reg, ot_reg_m, ot_iters)
+        self.token_dropout = token_dropout
         self.tab_enc = nn.ModuleDict({m: GroupedSNN(sizes, d, dropout) for m, sizes in tabular.items()})
         self.streams = nn.ModuleDict({m: Stream(d, heads, layers, dropout) for m in self.tab_names})
         self.stream_names: list[str] = list(self.tab_names)
@@ -244,6 +247,9 @@ class ICFNetModule(nn.Module):
         for m in self.tab_names:
             xm = batch[m]
             tokens[m] = self.tab_enc[m](xm["groups"])
+            if self.training and self.token_dropout > 0 and tokens[m].shape[1] > 1:
+                keep = torch.rand(tokens[m].shape[:2], device=tokens[m].device) >= self.token_dropout
+                tokens[m] = tokens[m] * keep.unsqueeze(-1) / (1.0 - self.token_dropout)
             present[m] = xm["present"]
             vec[m] = self._fill(m, self.streams[m](tokens[m]), present[m])
         orth = tokens[self.tab_names[0]].sum() * 0.0 if self.tab_names else torch.zeros(())
@@ -622,6 +628,10 @@ class ICFNet(NeuralSurvivalEstimator):
         ot_reg: Sinkhorn entropic regularisation (0.1 for BRCA in the code).
         ot_reg_m: Sinkhorn marginal relaxation (0.5).
         ot_iters: Sinkhorn iterations.
+        tokens: Tabular tokenisation: ``"groups"`` (one SNN token per column group: gene cluster /
+            pathway, clinical group) or ``"modality"`` (one SNN token per tabular modality over all
+            its columns; the small-cohort setting, see README "Fourth pass").
+        token_dropout: Training-time probability of zeroing a whole tabular token.
         **kwargs: :class:`NeuralSurvivalEstimator` arguments (loss, epochs, lr...).
 
     Example:
@@ -636,7 +646,8 @@ class ICFNet(NeuralSurvivalEstimator):
         self, modalities: Sequence[str] | None = None, d: int = 32, heads: int = 2, layers: int = 1,
         fusion_layers: int = 1, dropout: float = 0.25, use_rod: bool = True, fusion: str = "ufm",
         coattention: str = "ot", dense_weight: float = 0.1, orth_weight: float = 0.1, ot_reg: float = 0.1,
-        ot_reg_m: float = 0.5, ot_iters: int = 50, **kwargs: Any,
+        ot_reg_m: float = 0.5, ot_iters: int = 50, tokens: str = "groups", token_dropout: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if d < 2 or heads < 1 or d % heads:
@@ -651,6 +662,11 @@ class ICFNet(NeuralSurvivalEstimator):
             raise ValueError(f"coattention must be 'ot' or 'none', got {coattention!r}")
         if dense_weight < 0 or orth_weight < 0 or ot_reg <= 0 or ot_reg_m <= 0 or ot_iters < 1:
             raise ValueError("weights must be >= 0 and OT parameters > 0")
+        if tokens not in ("groups", "modality"):
+            raise ValueError(f"tokens must be 'groups' or 'modality', got {tokens!r}")
+        if not 0.0 <= token_dropout < 1.0:
+            raise ValueError("token_dropout must be in [0, 1)")
+        self.tokens, self.token_dropout = tokens, token_dropout
         self.modalities = None if modalities is None else list(modalities)
         self.d, self.heads, self.layers, self.fusion_layers, self.dropout = d, heads, layers, fusion_layers, dropout
         self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
@@ -658,7 +674,12 @@ class ICFNet(NeuralSurvivalEstimator):
         self.ot_reg, self.ot_reg_m, self.ot_iters = ot_reg, ot_reg_m, ot_iters
 
     def _select(self, X: SurvivalDataset) -> SurvivalDataset:
-        return X if self.modalities is None else X.only(self.modalities)
+        X = X if self.modalities is None else X.only(self.modalities)
+        if self.tokens == "groups":
+            return X
+        mods = {m: dataclasses.replace(mod, groups=[list(range(mod.dim))], group_names=[m]) if mod.kind == "tabular"
+                else mod for m, mod in X.modalities.items()}
+        return dataclasses.replace(X, modalities=mods)
 
     def _build(self, data: SurvivalDataset) -> nn.Module:
         tab = {m: [len(g) for g in mod.groups] for m, mod in data.modalities.items() if mod.kind == "tabular"}
@@ -669,7 +690,7 @@ class ICFNet(NeuralSurvivalEstimator):
         return ICFNetModule(
             tab, data.modalities[bags[0]].dim if bags else None, bags[0] if bags else "pathology", k, self.d,
             self.heads, self.layers, self.fusion_layers, self.dropout, self.use_rod, self.fusion, self.coattention,
-            self.ot_reg, self.ot_reg_m, self.ot_iters,
+            self.ot_reg, self.ot_reg_m, self.ot_iters, self.token_dropout,
         )
 
     def _loss(self, out: dict[str, Any], y: Tensor, c: Tensor, t: Tensor) -> Tensor:
