@@ -8,11 +8,14 @@ ICFNet (and, where generic, of every neural model) are chosen here on *other* da
 * ``synth_gc``: a 200-patient synthetic draw with generator seed 1, genomics + clinical only
   (the modality layout of ``breast_cancer``);
 * ``synth_full``: a 300-patient synthetic draw with generator seed 1, all three modalities
-  (the layout of the reported synthetic setting, a different draw).
+  (the layout of the reported synthetic setting, a different draw);
+* ``semi_bc`` (fifth pass, only with ``--semi``): breast_cancer's *covariates* (same genomic
+  correlation clusters and clinical groups) with *simulated* outcomes
+  (:func:`semi_synthetic_breast_cancer`); breast_cancer's real times and events are never used.
 
 Each variant is scored by 5-fold CV (CV seed 0) on every development cohort; the selection rule
-is the highest *mean* C-index over the cohorts. Run with
-``python -m trustlab.systems.icfnet.devsearch [variant ...]``.
+is the highest *mean* C-index over the cohorts (fifth pass: ``semi_bc`` decides, README). Run with
+``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi | --semi-only]``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from trustlab.data.survival import SurvivalDataset, load_survival_dataset, make_synthetic_multimodal
+from trustlab.data.survival import (
+    SurvivalDataset,
+    _censor_to_rate,
+    load_survival_dataset,
+    make_synthetic_multimodal,
+)
 from trustlab.systems.icfnet.config import Config
 from trustlab.systems.icfnet.experiment import cv_unit
 
@@ -80,8 +88,51 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def dev_cohorts(subset: int = 250) -> dict[str, SurvivalDataset]:
-    """The development cohorts (none of them is a reported setting)."""
+#: Clinical columns of breast_cancer the semi-synthetic generator may pick (not the rare grade=unknown).
+SEMI_CLINICAL = ("age", "er=positive", "size", "grade=poorly differentiated")
+
+
+def semi_synthetic_breast_cancer(seed: int = 0, n_genes: int = 4, n_clinical: int = 2, coef: float = 0.5,
+                                 interaction: float = 0.5, sd: float = 1.0, shape: float = 1.5,
+                                 censoring: float = 0.74) -> SurvivalDataset:
+    """breast_cancer's covariates with simulated survival outcomes (fixed before any score; README).
+
+    Only the modalities of ``load_survival_dataset("breast_cancer")`` are kept; its times and events
+    are discarded unread. On cohort-z-scored columns, ``n_genes`` random genes and ``n_clinical``
+    random clinical variables (from :data:`SEMI_CLINICAL`) get coefficients ``+-coef`` (random
+    signs); the first chosen gene x the first chosen clinical variable adds ``interaction``; the
+    log-hazard is centred and scaled to standard deviation ``sd``. Times are Weibull (``shape``,
+    hazard ``0.1 exp(eta)``), censoring uniform with a ``censoring`` fraction censored.
+
+    Args:
+        seed: Generator seed (variables, signs, times, censoring).
+        n_genes: Prognostic genes.
+        n_clinical: Prognostic clinical variables.
+        coef: Magnitude of the linear coefficients.
+        interaction: Coefficient of the gene x clinical interaction.
+        sd: Standard deviation of the log-hazard.
+        shape: Weibull shape.
+        censoring: Target censored fraction.
+    """
+    bc = load_survival_dataset("breast_cancer")
+    rng = np.random.default_rng(seed)
+    g, c = bc.modalities["genomics"], bc.modalities["clinical"]
+    z = {k: (m.x - m.x.mean(0)) / m.x.std(0) for k, m in (("g", g), ("c", c))}
+    genes = rng.choice(g.dim, n_genes, replace=False)
+    clin = [c.names.index(SEMI_CLINICAL[j]) for j in rng.choice(len(SEMI_CLINICAL), n_clinical, replace=False)]
+    x = np.concatenate([z["g"][:, genes], z["c"][:, clin]], axis=1)
+    eta = x @ (coef * rng.choice([-1.0, 1.0], size=x.shape[1])) + interaction * x[:, 0] * x[:, n_genes]
+    eta = sd * (eta - eta.mean()) / eta.std()
+    t = (-np.log(rng.uniform(size=len(bc))) / (0.1 * np.exp(eta))) ** (1 / shape)
+    time, event = _censor_to_rate(t, censoring, rng)
+    card = {"source": "semi-synthetic: breast_cancer covariates, simulated outcomes (icfnet devsearch)",
+            "genes": [g.names[j] for j in genes], "clinical": [c.names[j] for j in clin], "seed": seed,
+            "n": len(bc), "events": int(event.sum())}
+    return SurvivalDataset("semi_bc", bc.ids, time + 1e-3, event, bc.modalities, card, true_risk=eta)
+
+
+def dev_cohorts(subset: int = 250, semi: bool = False) -> dict[str, SurvivalDataset]:
+    """The development cohorts (none of them is a reported setting); ``semi`` adds ``semi_bc``."""
     rng = np.random.default_rng(0)
     out: dict[str, SurvivalDataset] = {"veterans": load_survival_dataset("veterans")}
     for name in ("whas500", "gbsg2"):
@@ -90,6 +141,8 @@ def dev_cohorts(subset: int = 250) -> dict[str, SurvivalDataset]:
     out["synth_gc"] = make_synthetic_multimodal(n=200, seed=1, patches=(16, 32), patch_dim=8).only(
         ["genomics", "clinical"])
     out["synth_full"] = make_synthetic_multimodal(n=300, seed=1, patches=(16, 32), patch_dim=8)
+    if semi:
+        out["semi_bc"] = semi_synthetic_breast_cancer()
     return out
 
 
@@ -110,13 +163,16 @@ def evaluate(variant: dict[str, Any], methods: list[str], cohorts: dict[str, Sur
 def main(argv: list[str]) -> None:
     """Evaluate the named variants (default: all) and print one JSON line per variant.
 
-    ``--seeds=1,2`` picks the CV seeds (default 0); ``--methods=icfnet,deepsurv`` the models.
+    ``--seeds=1,2`` picks the CV seeds (default 0); ``--methods=icfnet,deepsurv`` the models;
+    ``--semi`` adds the ``semi_bc`` cohort, ``--semi-only`` scores it alone.
     """
-    opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--"))
+    opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
-    cohorts = dev_cohorts()
+    cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts)
+    if "semi-only" in opts:
+        cohorts = {"semi_bc": cohorts["semi_bc"]}
     for name in names:
         t0 = time.time()
         out = evaluate(VARIANTS[name], methods, cohorts, seeds)
