@@ -17,6 +17,7 @@ from trustlab.data.survival import (
 from trustlab.errors import UserError
 from trustlab.metrics.survival import harrell_c_index
 from trustlab.systems.icfnet.baselines import DeepSurv, LateFusion, breslow_baseline
+from trustlab.systems.icfnet.devsearch import semi_synthetic_breast_cancer
 from trustlab.systems.icfnet.losses import (
     balanced_nll_loss,
     cox_ph_loss,
@@ -212,6 +213,13 @@ def test_embedded_and_synthetic_data() -> None:
     syn = make_synthetic_multimodal(n=300, seed=0, patches=(8, 12), patch_dim=8)
     assert 0.5 < syn.event.mean() < 0.7
     assert harrell_c_index(syn.time, syn.event, syn.true_risk) > 0.75  # the known signal is recoverable
+    semi = semi_synthetic_breast_cancer()  # development cohort: breast_cancer covariates, simulated outcomes
+    assert semi.ids.tolist() == bc.ids.tolist()
+    np.testing.assert_array_equal(semi.modalities["genomics"].x, bc.modalities["genomics"].x)
+    assert semi.modalities["genomics"].groups == bc.modalities["genomics"].groups
+    assert abs((1 - semi.event.mean()) - 0.74) < 0.02 and not np.allclose(semi.time, bc.time)
+    np.testing.assert_array_equal(semi.time, semi_synthetic_breast_cancer().time)  # deterministic
+    assert harrell_c_index(semi.time, semi.event, semi.true_risk) > 0.65
 
 
 def test_user_csv_and_patch_loaders(tmp_path) -> None:

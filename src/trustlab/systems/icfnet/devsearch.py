@@ -131,8 +131,11 @@ def semi_synthetic_breast_cancer(seed: int = 0, n_genes: int = 4, n_clinical: in
     return SurvivalDataset("semi_bc", bc.ids, time + 1e-3, event, bc.modalities, card, true_risk=eta)
 
 
-def dev_cohorts(subset: int = 250, semi: bool = False) -> dict[str, SurvivalDataset]:
-    """The development cohorts (none of them is a reported setting); ``semi`` adds ``semi_bc``."""
+def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0) -> dict[str, SurvivalDataset]:
+    """The development cohorts (none of them is a reported setting); ``semi`` adds ``semi_bc``.
+
+    ``semi_seed`` != 0 gives other draws of the generator (diagnostics only, never used for a choice).
+    """
     rng = np.random.default_rng(0)
     out: dict[str, SurvivalDataset] = {"veterans": load_survival_dataset("veterans")}
     for name in ("whas500", "gbsg2"):
@@ -142,7 +145,7 @@ def dev_cohorts(subset: int = 250, semi: bool = False) -> dict[str, SurvivalData
         ["genomics", "clinical"])
     out["synth_full"] = make_synthetic_multimodal(n=300, seed=1, patches=(16, 32), patch_dim=8)
     if semi:
-        out["semi_bc"] = semi_synthetic_breast_cancer()
+        out["semi_bc"] = semi_synthetic_breast_cancer(seed=semi_seed)
     return out
 
 
@@ -164,13 +167,14 @@ def main(argv: list[str]) -> None:
     """Evaluate the named variants (default: all) and print one JSON line per variant.
 
     ``--seeds=1,2`` picks the CV seeds (default 0); ``--methods=icfnet,deepsurv`` the models;
-    ``--semi`` adds the ``semi_bc`` cohort, ``--semi-only`` scores it alone.
+    ``--semi`` adds the ``semi_bc`` cohort, ``--semi-only`` scores it alone, ``--semi-seed=1`` draws
+    it with another generator seed (diagnostic).
     """
     opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
-    cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts)
+    cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts, semi_seed=int(opts.get("semi-seed") or 0))
     if "semi-only" in opts:
         cohorts = {"semi_bc": cohorts["semi_bc"]}
     for name in names:
