@@ -172,6 +172,9 @@ def main(argv: list[str]) -> None:
     """
     opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
     cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts, semi_seed=int(opts.get("semi-seed") or 0))
