@@ -174,7 +174,8 @@ def main(argv: list[str]) -> None:
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
-        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
+        print(f"error: unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}", file=sys.stderr)
+        raise SystemExit(2)
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
     cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts, semi_seed=int(opts.get("semi-seed") or 0))
