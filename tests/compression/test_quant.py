@@ -182,3 +182,30 @@ def test_weight_bank_switches_in_place() -> None:
     assert torch.allclose(net.model.layers[1].up.weight, rtn_quantize(w0, 2, 16).dequantize())
     bank.restore()
     assert torch.equal(net.model.layers[1].up.weight, w0)
+
+
+def test_prefix_cache_gives_the_same_nll_as_full_passes() -> None:
+    """Along a progressive trajectory (and arbitrary jumps) the cached NLL equals the uncached one."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trustlab.compression import PrefixCache, mean_nll
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=5,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    net = LlamaForCausalLM(cfg).eval()
+    tokens = torch.randint(0, 64, (3, 16))
+    bank = WeightBank(net, get_backend("rtn", 16), (2, 4))
+    states = [[4] * 5, [4, 4, 2, 4, 4], [4, 4, 2, 2, 4], [2, 4, 2, 2, 4], [2, 2, 2, 2, 2], [4, 2, 4, 4, 4]]
+    ref = []
+    for bits in states:
+        bank.set_bits(bits)
+        ref.append(mean_nll(net, tokens, batch_size=2))
+    with PrefixCache(net, bank) as pc:
+        got = []
+        for bits in states:
+            bank.set_bits(bits)
+            got.append(mean_nll(net, tokens, batch_size=2, cache=pc))
+        assert pc.hits > 0
+    assert got == pytest.approx(ref, abs=1e-6)
+    assert "forward" not in net.model.layers[0].__dict__  # wrappers removed on exit

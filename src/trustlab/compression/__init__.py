@@ -10,6 +10,7 @@ Used by the IMPQ system (``trustlab.systems.impq``) and usable by any other syst
 from trustlab.compression.allocate import avg_bits, budget_for_avg_bits, solve_bqp, upgrade_costs
 from trustlab.compression.backends import BACKENDS, Backend, get_backend
 from trustlab.compression.model import (
+    PrefixCache,
     WeightBank,
     block_param_counts,
     collect_hessians,
@@ -21,7 +22,7 @@ from trustlab.compression.plan import BitPlan, apply_plan, export_formats, expor
 from trustlab.compression.quant import QuantizedWeight, gptq_quantize, output_error, rtn_quantize
 
 __all__ = [
-    "BACKENDS", "Backend", "BitPlan", "QuantizedWeight", "WeightBank", "apply_plan", "avg_bits",
+    "BACKENDS", "Backend", "BitPlan", "PrefixCache", "QuantizedWeight", "WeightBank", "apply_plan", "avg_bits",
     "block_param_counts", "budget_for_avg_bits", "collect_hessians", "export_formats", "export_packed",
     "find_blocks", "get_backend", "gptq_quantize", "load_packed", "mean_nll", "output_error", "perplexity",
     "rtn_quantize", "solve_bqp", "upgrade_costs",

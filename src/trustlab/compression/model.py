@@ -59,20 +59,27 @@ def block_param_counts(model: nn.Module) -> list[int]:
 
 
 @torch.no_grad()
-def mean_nll(model: nn.Module, tokens: torch.Tensor, batch_size: int = 8) -> float:
+def mean_nll(model: nn.Module, tokens: torch.Tensor, batch_size: int = 8,
+             cache: PrefixCache | None = None) -> float:
     """Mean next-token negative log-likelihood (nats/token) of ``tokens`` (``(n, seq_len)`` ids).
 
-    Every row is scored independently; the first token of each row is context only.
+    Every row is scored independently; the first token of each row is context only. With a
+    :class:`PrefixCache` (installed on ``model``), blocks whose inputs and weights are unchanged since
+    the previous call return their cached outputs instead of being recomputed.
     """
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, tokens.shape[0], batch_size):
         x = tokens[i : i + batch_size].to(device)
+        if cache is not None:
+            cache.batch_key = hash(x.cpu().numpy().tobytes())
         logits = model(input_ids=x).logits[:, :-1].float()
         tgt = x[:, 1:]
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="sum")
         total += float(loss)
         count += tgt.numel()
+    if cache is not None:
+        cache.batch_key = None
     return total / count
 
 
@@ -115,6 +122,62 @@ def collect_hessians(model: nn.Module, tokens: torch.Tensor, batch_size: int = 8
         for h in hooks:
             h.remove()
     return {k: (2.0 / counts[k] * v).float() for k, v in hess.items()}
+
+
+class PrefixCache:
+    """Reuse of unchanged block prefixes across forward passes of a :class:`WeightBank` model.
+
+    Block ``i``'s output depends only on the input tokens and on the weights of blocks ``0..i``. The
+    cache wraps every block's ``forward``: it keeps, per batch of tokens, the block's last output
+    together with the bank states of blocks ``0..i`` that produced it, and returns that output when
+    the states are the same again. Along an SPQE trajectory consecutive evaluations differ in one
+    block ``π(k)``, so blocks ``0..π(k)-1`` are skipped (on average about half of the blocks); the
+    outputs are the very tensors the full forward pass would compute. Use as a context manager
+    (the wrappers are removed on exit) and pass it to :func:`mean_nll`.
+
+    Args:
+        model: The model whose blocks to wrap.
+        bank: The weight bank that sets the blocks' weights (its ``state_`` is the cache key).
+    """
+
+    def __init__(self, model: nn.Module, bank: WeightBank) -> None:
+        self.model = model
+        self.bank = bank
+        self.batch_key: int | None = None
+        self.hits = 0
+        self.misses = 0
+        self._store: list[dict[int, tuple[tuple[int | None, ...], object]]] = []
+        self._blocks = [blk for _, blk in find_blocks(model)]
+
+    def _wrap(self, i: int, blk: nn.Module):  # noqa: ANN202
+        orig = blk.forward
+
+        def forward(*args: object, **kwargs: object) -> object:
+            sig = tuple(self.bank.state_[: i + 1])
+            key = self.batch_key
+            hit = self._store[i].get(key) if key is not None else None
+            if hit is not None and hit[0] == sig:
+                self.hits += 1
+                return hit[1]
+            self.misses += 1
+            out = orig(*args, **kwargs)
+            if key is not None:
+                self._store[i][key] = (sig, out)
+            return out
+
+        return forward
+
+    def __enter__(self) -> PrefixCache:
+        self._store = [{} for _ in self._blocks]
+        for i, blk in enumerate(self._blocks):
+            blk.forward = self._wrap(i, blk)  # instance attribute shadows the class method
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for blk in self._blocks:
+            if "forward" in blk.__dict__:
+                del blk.forward
+        self._store = []
 
 
 class WeightBank:

@@ -41,7 +41,11 @@ class Config(SystemConfig):
         methods: Allocators to compare.
         group_size: Columns per quantization group (64: HQQ's default, what Quanto's own rule gives
             for 64-wide inputs, and the SmolLM2 setting; the smoke model's 32-wide inputs use 32).
-        n_permutations: SPQE permutations per seed.
+        n_permutations: SPQE permutations per seed (the cap when ``spqe_rel_se > 0``).
+        spqe_rel_se: Convergence rule (0 = off, use exactly ``n_permutations``): stop SPQE at the
+            first ``M >= spqe_min_permutations`` (checked every 8) where the median standard error
+            of φ̂ is at most this fraction of the median ``|φ̂|``.
+        spqe_min_permutations: Fewest permutations before the rule is checked.
         alpha: Covariance shrinkage (paper 0.5); ``impq_diag`` uses 1.0.
         interactions: ``cov`` (paper) or ``sii``.
         solver: BQP solver (``auto``, ``brute``, ``scip``, ``greedy``).
@@ -63,6 +67,8 @@ class Config(SystemConfig):
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     group_size: int = 64
     n_permutations: int = 64
+    spqe_rel_se: float = 0.0
+    spqe_min_permutations: int = 16
     alpha: float = 0.5
     interactions: str = "cov"
     solver: str = "auto"
@@ -95,17 +101,19 @@ class Config(SystemConfig):
         },
         "paper": {
             "model": "smollm2",
-            "seeds": [0],
             "backends": ["rtn"],
             "budgets": [3.5, 3.0, 2.5],
             "methods": ["impq", "impq_diag", "sensitivity", "lim", "zd", "act_norm", "random", "uniform"],
             "group_size": 64,
-            "block_group": 3,
-            "n_permutations": 16,
+            "seeds": [0, 1, 2],
+            "block_group": 1,
+            "n_permutations": 32,
+            "spqe_rel_se": 0.2,
+            "spqe_min_permutations": 16,
             "exact_max_blocks": 0,
             "seq_len": 128,
             "n_calib": 2,
-            "n_eval": 4,
+            "n_eval": 8,
             "batch_size": 4,
         },
     }
@@ -130,6 +138,10 @@ class Config(SystemConfig):
             raise UserError("no budgets", "set budgets=[3.5,3.0,2.5]")
         if self.n_permutations < 2:
             raise UserError(f"n_permutations={self.n_permutations} must be >= 2", "use e.g. 16")
+        if not 0.0 <= self.spqe_rel_se < 1.0:
+            raise UserError(f"spqe_rel_se={self.spqe_rel_se} must be in [0, 1)", "use 0 (fixed M) or e.g. 0.2")
+        if not 2 <= self.spqe_min_permutations:
+            raise UserError(f"spqe_min_permutations={self.spqe_min_permutations} must be >= 2", "use e.g. 16")
         if not 0.0 <= self.alpha <= 1.0:
             raise UserError(f"alpha={self.alpha} must be in [0, 1]", "the paper uses 0.5")
         if self.interactions not in ("cov", "sii"):

@@ -16,7 +16,7 @@ import numpy as np
 
 from trustlab.compression.allocate import avg_bits, budget_for_avg_bits, memory_bits, upgrade_costs
 from trustlab.compression.backends import get_backend
-from trustlab.compression.model import WeightBank, block_param_counts, collect_hessians, mean_nll
+from trustlab.compression.model import PrefixCache, WeightBank, block_param_counts, collect_hessians, mean_nll
 from trustlab.compression.plan import BitPlan, export_formats
 from trustlab.reporting import RunRecord
 from trustlab.runner import RunContext
@@ -67,10 +67,12 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
 
     # ---- SPQE value function: calibration NLL with the blocks in S at 2 bits, the rest at 4 -------------
     bank = WeightBank(model, get_backend(cfg.spqe_backend, cfg.group_size), (2, 4), hess)
+    # progressive evaluation: blocks before the one that changed are not recomputed (identical outputs)
+    pcache = PrefixCache(model, bank).__enter__()
 
     def v(mask: np.ndarray) -> float:
         bank.set_bits(block_bits(mask))
-        return mean_nll(model, calib, cfg.batch_size)
+        return mean_nll(model, calib, cfg.batch_size, cache=pcache)
 
     value = MemoValue(v)
     exact_phi: np.ndarray | None = None
@@ -99,7 +101,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     for seed in cfg.seeds:
         def spqe_fn(seed: int = seed) -> dict[str, Any]:
             res = spqe(value, n, cfg.n_permutations, np.random.default_rng(seed), sii=need_sii,
-                       desc=f"SPQE seed {seed}")
+                       desc=f"SPQE seed {seed}", rel_se=cfg.spqe_rel_se, min_perms=cfg.spqe_min_permutations)
             out = {"perms": res.perms.tolist(), "marginals": res.marginals.tolist(), "v_empty": res.v_empty,
                    "v_full": res.v_full, "n_evals": value.n_evals}
             if res.sii_sum is not None:
@@ -167,6 +169,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     # in-sample value of every {2,4} plan: the calibration NLL that SPQE/IMPQ optimize (memoized)
     calib_nll = ctx.unit(f"calib/plans={plan_hash}", lambda: {
         json.dumps(list(bits)): value(player_mask(bits)) for bits in distinct if set(bits) <= {2, 4}})
+    pcache.__exit__()
+    log.info("prefix cache: %d block calls reused, %d computed", pcache.hits, pcache.misses)
     bank.restore()
     bank.quant_.clear()  # free the SPQE bank's quantized copies before the evaluation banks
     results: dict[str, dict[str, float]] = {}
@@ -203,12 +207,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                                 n_4bit=sum(1 for t in bits if t == 4), **extra)
 
     # ---- SPQE diagnostics -------------------------------------------------------------------------------
-    ms = sorted({m for m in (2, 4, 8, 16, 32, 64, 128, cfg.n_permutations) if m <= cfg.n_permutations})
     for seed in cfg.seeds:
         res = spqe_res[seed]
-        for m in ms:
+        m_used = res.marginals.shape[0]  # < n_permutations when the convergence rule stopped SPQE
+        for m in sorted({m for m in (2, 4, 8, 16, 24, 32, 64, 128, m_used) if m <= m_used}):
             h = res.head(m)
-            point = {"se_mean": float(h.se.mean())}
+            point = {"se_mean": float(h.se.mean()),
+                     "se_rel_median": float(np.median(h.se) / max(np.median(np.abs(h.phi)), 1e-12))}
             if exact_phi is not None:
                 point["rel_err"] = float(np.abs(h.phi - exact_phi).sum() / max(np.abs(exact_phi).sum(), 1e-12))
             rec.add_series(f"model={mname};spqe", "impq", seed, m, **point)
@@ -221,6 +226,9 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         "phi_exact": None if exact_phi is None else exact_phi.tolist(),
         "phi_spqe": {str(s): r.phi.tolist() for s, r in spqe_res.items()},
         "phi_se": {str(s): r.se.tolist() for s, r in spqe_res.items()},
+        "spqe_permutations": {str(s): int(r.marginals.shape[0]) for s, r in spqe_res.items()},
+        "spqe_rule": {"rel_se": cfg.spqe_rel_se, "min_permutations": cfg.spqe_min_permutations,
+                      "cap": cfg.n_permutations},
         "scores": scores, "efficiency_gap": eff_gap, "cov_row_sum_max": row_sum,
         "value_evaluations": value.n_evals,
         "oracle_calib": oracle,

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from trustlab.compression.allocate import solve_bqp
+from trustlab.utils.logging import get_logger
 from trustlab.utils.progress import progress
+
+log = get_logger(__name__)
 
 #: ``v(mask)``: ``mask[i]`` is True when block ``i`` is at the low bit width.
 ValueFn = Callable[[np.ndarray], float]
@@ -98,8 +101,17 @@ class SPQEResult:
         return SPQEResult(self.perms[:m], self.marginals[:m], self.v_empty, self.v_full)
 
 
+def converged(marginals: np.ndarray, rel_se: float) -> bool:
+    """Convergence rule: median standard error of φ̂ at most ``rel_se`` × median ``|φ̂|``."""
+    m = marginals.shape[0]
+    if m < 2:
+        return False
+    se = marginals.std(axis=0, ddof=1) / math.sqrt(m)
+    return float(np.median(se)) <= rel_se * float(np.median(np.abs(marginals.mean(axis=0))))
+
+
 def spqe(value: ValueFn, n: int, n_perms: int, rng: np.random.Generator, sii: bool = False,
-         desc: str = "SPQE") -> SPQEResult:
+         desc: str = "SPQE", rel_se: float = 0.0, min_perms: int = 16, check_every: int = 8) -> SPQEResult:
     """Shapley-based Progressive Quantization Estimation (permutation sampling).
 
     For each of ``n_perms`` random permutations ``π``, start from all blocks at 4 bits and lower
@@ -114,6 +126,11 @@ def spqe(value: ValueFn, n: int, n_perms: int, rng: np.random.Generator, sii: bo
         sii: Also estimate the pairwise Shapley interaction index from adjacent pairs
             (one extra evaluation per step).
         desc: Progress-bar label.
+        rel_se: If > 0, stop early (at ``M >= min_perms``, checked every ``check_every`` permutations)
+            once :func:`converged` holds; ``n_perms`` is then the cap. The permutations are drawn
+            up front, so a stopped run is the head of the capped one.
+        min_perms: Fewest permutations before the rule is checked.
+        check_every: Check interval of the rule.
     """
     if n < 1 or n_perms < 1:
         raise ValueError(f"need n >= 1 and n_perms >= 1, got {n}, {n_perms}")
@@ -124,7 +141,11 @@ def spqe(value: ValueFn, n: int, n_perms: int, rng: np.random.Generator, sii: bo
     ssum = np.zeros((n, n)) if sii else None
     scnt = np.zeros((n, n)) if sii else None
     v_full = float("nan")
+    done = n_perms
     for m in progress(range(n_perms), desc=desc, total=n_perms):
+        if rel_se > 0 and m >= min_perms and m % check_every == 0 and converged(marg[:m], rel_se):
+            done = m
+            break
         mask = empty.copy()
         prev = v_empty
         vals = [v_empty]
@@ -149,7 +170,9 @@ def spqe(value: ValueFn, n: int, n_perms: int, rng: np.random.Generator, sii: bo
                 scnt[i, j] += 1
                 scnt[j, i] += 1
                 base[i] = True
-    return SPQEResult(perms, marg, float(v_empty), float(v_full), ssum, scnt)
+    if done < n_perms:
+        log.info("SPQE converged at M=%d (median SE <= %.2f x median |phi|)", done, rel_se)
+    return SPQEResult(perms[:done], marg[:done], float(v_empty), float(v_full), ssum, scnt)
 
 
 def value_table(value: ValueFn, n: int, desc: str = "exact v(S)") -> np.ndarray:
