@@ -322,8 +322,26 @@ def test_config_validation():
         Config(methods=["uadat", "bogus"]).validate()
     with pytest.raises(UserError):
         Config(dataset="cifar10").validate()
+    with pytest.raises(UserError, match="n_art_pgd"):
+        Config(n_art_pgd=-1).validate()
     for scale in ("smoke", "default", "paper"):
         Config.for_scale(scale).validate()
+
+
+@pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST (Debian package) not installed")
+def test_validation_split_is_disjoint_and_from_the_training_file():
+    from trustlab.systems.uadat.validation import _parse_set, validation_splits
+
+    cfg = Config(n_train=200, n_test=100)
+    sp = validation_splits(cfg, perm_seed=123)
+    assert len(sp.train) == 200 and len(sp.test) == 100
+    assert "training file" in sp.test.card.notes and "split train" in sp.test.card.source
+    # no image of the validation split is also a training image
+    flat_tr, flat_va = sp.train.x.flatten(1), sp.test.x.flatten(1)
+    assert not any(bool((flat_tr == v).all(1).any()) for v in flat_va[:20])
+    assert _parse_set(["n_train=3000", "uadat_ref_mode=mask"]) == {"n_train": 3000, "uadat_ref_mode": "mask"}
+    with pytest.raises(UserError):
+        _parse_set(["bogus=1"])
 
 
 # -- the smoke-scale run ------------------------------------------------------------------------------
@@ -353,5 +371,15 @@ def test_models_split_into_stem_and_tail_and_validate():
             assert torch.allclose(m(x), m.tail(m.stem(x))) and m(x).shape == (3, 10)
     with pytest.raises(ValueError):
         SmallCNN(image_size=30)
+    # channels-last memory order is the same network: same weights give the same logits and input gradients
+    torch.manual_seed(0)
+    a, b = SmallCNN(3, 10, width=4, image_size=32, channels_last=False), SmallCNN(3, 10, width=4, image_size=32)
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la, lb = a(xa), b(xb)
+    assert torch.allclose(la, lb, atol=1e-5)
+    la.sum().backward(), lb.sum().backward()
+    assert xa.grad is not None and xb.grad is not None and torch.allclose(xa.grad, xb.grad, atol=1e-5)
     with pytest.raises(ValueError):
         PreActResNet(blocks=(1, 1), widths=(4,))

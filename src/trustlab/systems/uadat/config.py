@@ -48,15 +48,17 @@ class Config(SystemConfig):
         uadat_p: Probability of uncertainty resampling per batch.
         uadat_draws: Uncertainty draws per batch.
         uadat_adv_ce: Weight of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
-        uadat_ref_mode: Reference of misclassified clean examples: ``blend`` (half own prediction, half the
-            class mean of correct same-class clean predictions; default), ``class_mean``, ``nearest`` (hard
-            nearest correct same-class neighbour), ``proximity`` (soft), ``swap`` (own prediction with the
-            predicted/true class probabilities exchanged), ``mask`` (not aligned) or ``inverse`` (UIAT-style
-            inverse adversary); see README.md.
+        uadat_ref_mode: Reference of misclassified clean examples: ``mask`` (not aligned: left out of the KL
+            and W2 terms; default since the fifth session), ``blend`` (half own prediction, half the class
+            mean of correct same-class clean predictions), ``class_mean``, ``nearest`` (hard nearest correct
+            same-class neighbour), ``proximity`` (soft), ``swap`` (own prediction with the predicted/true
+            class probabilities exchanged) or ``inverse`` (UIAT-style inverse adversary); see README.md.
         uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
         aa_iters: APGD-CE/APGD-DLR iterations.
         aa_square_queries: Square attack iterations.
-        art_pgd_check: Also run ART's PGD-20 on the AA subset (cross-check of our PGD).
+        art_pgd_check: Also run ART's PGD-20 (cross-check of our PGD) on the first ``n_art_pgd`` AA points.
+        n_art_pgd: Points of that cross-check (0 = all ``n_aa``); a paired check of two implementations of
+            the same attack needs fewer points than the method comparison.
         methods: Methods to run (names from DESIGN.md).
     """
 
@@ -64,8 +66,8 @@ class Config(SystemConfig):
     data_root: str | None = None
     fallback_to_digits: bool = True
     n_train: int = 1500
-    n_test: int = 300
-    n_aa: int = 300
+    n_test: int = 600
+    n_aa: int = 600
     data_seed: int = 0
     arch: str = "small_cnn"
     width: int = 8
@@ -86,11 +88,12 @@ class Config(SystemConfig):
     uadat_p: float = 0.5
     uadat_draws: int = 1
     uadat_adv_ce: float = 1.0
-    uadat_ref_mode: str = "blend"
+    uadat_ref_mode: str = "mask"
     uadat_attack: str = "kl"
     aa_iters: int = 20
     aa_square_queries: int = 100
     art_pgd_check: bool = True
+    n_art_pgd: int = 200
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
@@ -116,6 +119,8 @@ class Config(SystemConfig):
             raise UserError("epochs, batch_size and width must be positive (batch_size >= 2)", "fix the config")
         if not 0 < self.eps <= 1 or self.lr <= 0:
             raise UserError(f"eps must be in (0, 1] and lr > 0, got eps={self.eps}, lr={self.lr}", "fix the config")
+        if self.n_art_pgd < 0:
+            raise UserError(f"n_art_pgd must be >= 0, got {self.n_art_pgd}", "use 0 (all AA points) or a count")
         if self.train_steps < 1 or self.eval_steps < 1 or self.aa_iters < 1 or self.aa_square_queries < 1:
             raise UserError("attack step counts must be >= 1", "fix the config")
         if not 0 <= self.uadat_p <= 1 or self.uadat_draws < 1:

@@ -17,10 +17,11 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    features) of the same-class, correctly classified clean example nearest to ``x_i`` in channel
    statistics ``(μ, σ)``; if there is none, its own prediction (TRADES' reference; a label-smoothed
    one-hot is available as ``fallback="onehot"``). ``ref_mode`` selects other readings for the
-   misclassified samples: ``mask`` (not aligned at all), ``inverse`` (the prediction on a UIAT-style
+   misclassified samples: ``mask`` (not aligned at all; the experiment's default since the fifth session,
+   chosen on a 600-point validation split with held-out seeds), ``inverse`` (the prediction on a UIAT-style
    inverse adversary, PGD *minimising* CE in the ε-ball), ``class_mean`` (mean of the correct clean
    same-class predictions), ``blend`` (half its own clean prediction, kept in the graph, half that class
-   mean; the experiment's default since the fourth session, chosen on a validation split), ``swap`` (its
+   mean; the fourth session's default), ``swap`` (its
    own prediction with the predicted and true class probabilities exchanged) or ``proximity`` (their
    proximity-weighted mean); see README.md.
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
