@@ -324,6 +324,8 @@ def test_config_validation():
         Config(dataset="cifar10").validate()
     with pytest.raises(UserError, match="n_art_pgd"):
         Config(n_art_pgd=-1).validate()
+    assert Config().art_pgd_points == 200 and Config(n_art_pgd=0).art_pgd_points == Config().n_aa
+    assert Config(n_aa=50).art_pgd_points == 50
     for scale in ("smoke", "default", "paper"):
         Config.for_scale(scale).validate()
 

@@ -104,6 +104,11 @@ class Config(SystemConfig):
                   "train_steps": 10, "aa_iters": 100, "aa_square_queries": 5000, "lr": 0.05},
     }
 
+    @property
+    def art_pgd_points(self) -> int:
+        """Points of the ART-PGD cross-check: the first ``n_art_pgd`` AA points (0 = all of them)."""
+        return min(self.n_art_pgd, self.n_aa) if self.n_art_pgd > 0 else self.n_aa
+
     def validate(self) -> None:
         super().validate()
         if self.dataset not in ("fashion-mnist", "digits", "cifar10"):
