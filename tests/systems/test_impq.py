@@ -17,6 +17,7 @@ from trustlab.runner import run_system
 from trustlab.systems.impq.method import (
     IMPQ,
     MemoValue,
+    converged,
     covariance_interactions,
     exact_shapley,
     exact_sii,
@@ -206,3 +207,21 @@ def test_corpus_split3_keeps_calibration_out_of_training_text() -> None:
     assert len(s3.calibration) > 40_000 and len(s3.evaluation) > 4 * len(s3.calibration) - 10
     with pytest.raises(UserError):
         corpus_split3(0.6, 0.5)
+
+
+def test_spqe_convergence_rule_stops_early_only_when_met() -> None:
+    w = np.array([0.3, 0.1, 0.5, 0.2, 0.4])
+
+    def additive(mask: np.ndarray) -> float:
+        return float(w[mask].sum())
+
+    res = spqe(MemoValue(additive), 5, 40, np.random.default_rng(0), rel_se=0.1, min_perms=8, check_every=8)
+    assert res.marginals.shape[0] == 8  # exact marginals: SE 0, the rule holds at the first check
+    assert np.allclose(res.phi, w)
+
+    def interacting(mask: np.ndarray) -> float:
+        return float(w[mask].sum() + 2.0 * (mask[0] and mask[1]) - 1.5 * (mask[2] and mask[3]))
+
+    res = spqe(MemoValue(interacting), 5, 24, np.random.default_rng(0), rel_se=0.01, min_perms=8, check_every=8)
+    assert res.marginals.shape[0] == 24  # the rule never holds: SPQE runs to the cap
+    assert converged(res.marginals, 1.0) and not converged(res.marginals, 0.01)
