@@ -167,17 +167,25 @@ class PrefixCache:
 
         return forward
 
-    def __enter__(self) -> PrefixCache:
+    def install(self) -> PrefixCache:
+        """Wrap every block's ``forward`` (an empty cache); returns ``self``."""
         self._store = [{} for _ in self._blocks]
         for i, blk in enumerate(self._blocks):
             blk.forward = self._wrap(i, blk)  # instance attribute shadows the class method
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def remove(self) -> None:
+        """Restore the blocks' own ``forward`` and drop the cached outputs."""
         for blk in self._blocks:
             if "forward" in blk.__dict__:
                 del blk.forward
         self._store = []
+
+    def __enter__(self) -> PrefixCache:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
 
 class WeightBank:

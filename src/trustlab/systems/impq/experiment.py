@@ -68,7 +68,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     # ---- SPQE value function: calibration NLL with the blocks in S at 2 bits, the rest at 4 -------------
     bank = WeightBank(model, get_backend(cfg.spqe_backend, cfg.group_size), (2, 4), hess)
     # progressive evaluation: blocks before the one that changed are not recomputed (identical outputs)
-    pcache = PrefixCache(model, bank).__enter__()
+    pcache = PrefixCache(model, bank).install()
 
     def v(mask: np.ndarray) -> float:
         bank.set_bits(block_bits(mask))
@@ -169,7 +169,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     # in-sample value of every {2,4} plan: the calibration NLL that SPQE/IMPQ optimize (memoized)
     calib_nll = ctx.unit(f"calib/plans={plan_hash}", lambda: {
         json.dumps(list(bits)): value(player_mask(bits)) for bits in distinct if set(bits) <= {2, 4}})
-    pcache.__exit__()
+    pcache.remove()
     log.info("prefix cache: %d block calls reused, %d computed", pcache.hits, pcache.misses)
     bank.restore()
     bank.quant_.clear()  # free the SPQE bank's quantized copies before the evaluation banks
@@ -213,7 +213,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         for m in sorted({m for m in (2, 4, 8, 16, 24, 32, 64, 128, m_used) if m <= m_used}):
             h = res.head(m)
             point = {"se_mean": float(h.se.mean()),
-                     "se_rel_median": float(np.median(h.se) / max(np.median(np.abs(h.phi)), 1e-12))}
+                     "se_rel_median": h.rel_se}
             if exact_phi is not None:
                 point["rel_err"] = float(np.abs(h.phi - exact_phi).sum() / max(np.abs(exact_phi).sum(), 1e-12))
             rec.add_series(f"model={mname};spqe", "impq", seed, m, **point)

@@ -88,6 +88,11 @@ class SPQEResult:
         m = self.marginals.shape[0]
         return self.marginals.std(axis=0, ddof=1) / math.sqrt(m) if m > 1 else np.zeros(self.marginals.shape[1])
 
+    @property
+    def rel_se(self) -> float:
+        """Median standard error of φ̂ over median ``|φ̂|`` (SPQE's convergence statistic)."""
+        return float(np.median(self.se) / max(float(np.median(np.abs(self.phi))), 1e-12))
+
     def sii(self) -> np.ndarray:
         """Estimated pairwise Shapley interaction index (unsampled pairs: 0)."""
         if self.sii_sum is None or self.sii_count is None:
@@ -103,11 +108,9 @@ class SPQEResult:
 
 def converged(marginals: np.ndarray, rel_se: float) -> bool:
     """Convergence rule: median standard error of φ̂ at most ``rel_se`` × median ``|φ̂|``."""
-    m = marginals.shape[0]
-    if m < 2:
+    if marginals.shape[0] < 2:
         return False
-    se = marginals.std(axis=0, ddof=1) / math.sqrt(m)
-    return float(np.median(se)) <= rel_se * float(np.median(np.abs(marginals.mean(axis=0))))
+    return SPQEResult(np.empty((0, marginals.shape[1])), marginals, 0.0, 0.0).rel_se <= rel_se
 
 
 def spqe(value: ValueFn, n: int, n_perms: int, rng: np.random.Generator, sii: bool = False,
