@@ -332,7 +332,8 @@ def test_config_validation():
 
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST (Debian package) not installed")
 def test_validation_split_is_disjoint_and_from_the_training_file():
-    from trustlab.systems.uadat.validation import _parse_set, validation_splits
+    from trustlab.config import apply_overrides, parse_set
+    from trustlab.systems.uadat.validation import main, validation_splits
 
     cfg = Config(n_train=200, n_test=100)
     sp = validation_splits(cfg, perm_seed=123)
@@ -341,9 +342,9 @@ def test_validation_split_is_disjoint_and_from_the_training_file():
     # no image of the validation split is also a training image
     flat_tr, flat_va = sp.train.x.flatten(1), sp.test.x.flatten(1)
     assert not any(bool((flat_tr == v).all(1).any()) for v in flat_va[:20])
-    assert _parse_set(["n_train=3000", "uadat_ref_mode=mask"]) == {"n_train": 3000, "uadat_ref_mode": "mask"}
-    with pytest.raises(UserError):
-        _parse_set(["bogus=1"])
+    over = apply_overrides(Config(), parse_set(["n_train=3000", "uadat_ref_mode=mask"]))
+    assert (over.n_train, over.uadat_ref_mode) == (3000, "mask")
+    assert main(["--set", "bogus=1"]) == 2  # one-line error, exit code 2
 
 
 # -- the smoke-scale run ------------------------------------------------------------------------------

@@ -14,18 +14,16 @@ Usage (the fifth session's runs are in README.md)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from trustlab.config import apply_overrides, parse_set
 from trustlab.data.images import load_fashion_mnist, stratified_indices
 from trustlab.errors import UserError
 from trustlab.systems.uadat.config import ALL_METHODS, Config
@@ -51,17 +49,6 @@ def validation_splits(cfg: Config, perm_seed: int = 123) -> Splits:
                   [f"validation harness: {cfg.n_train} train / {cfg.n_test} validation, both from the training file"])
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(Config)}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise UserError(f"bad --set {item!r}", f"use key=value with a Config field ({', '.join(sorted(names))})")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every (method, seed) on the validation split; write one JSON line per unit and print the means."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -72,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="Config field=value (repeatable)")
     ap.add_argument("--out", type=Path, help="append JSON lines here")
     args = ap.parse_args(argv)
-    cfg = Config(**_parse_set(args.sets))
-    cfg.validate()
+    try:
+        cfg = apply_overrides(Config(), parse_set(args.sets))
+        cfg.validate()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     splits = validation_splits(cfg, args.perm_seed)
     rows = []
     for seed in args.seeds:
