@@ -17,7 +17,11 @@ from trustlab.data.survival import (
 from trustlab.errors import UserError
 from trustlab.metrics.survival import harrell_c_index
 from trustlab.systems.icfnet.baselines import DeepSurv, LateFusion, breslow_baseline
-from trustlab.systems.icfnet.devsearch import semi_synthetic_breast_cancer
+from trustlab.systems.icfnet.devsearch import (
+    module_score,
+    semi_bio_breast_cancer,
+    semi_synthetic_breast_cancer,
+)
 from trustlab.systems.icfnet.losses import (
     balanced_nll_loss,
     cox_ph_loss,
@@ -213,13 +217,27 @@ def test_embedded_and_synthetic_data() -> None:
     syn = make_synthetic_multimodal(n=300, seed=0, patches=(8, 12), patch_dim=8)
     assert 0.5 < syn.event.mean() < 0.7
     assert harrell_c_index(syn.time, syn.event, syn.true_risk) > 0.75  # the known signal is recoverable
-    semi = semi_synthetic_breast_cancer()  # development cohort: breast_cancer covariates, simulated outcomes
-    assert semi.ids.tolist() == bc.ids.tolist()
-    np.testing.assert_array_equal(semi.modalities["genomics"].x, bc.modalities["genomics"].x)
-    assert semi.modalities["genomics"].groups == bc.modalities["genomics"].groups
-    assert abs((1 - semi.event.mean()) - 0.74) < 0.02 and not np.allclose(semi.time, bc.time)
-    np.testing.assert_array_equal(semi.time, semi_synthetic_breast_cancer().time)  # deterministic
-    assert harrell_c_index(semi.time, semi.event, semi.true_risk) > 0.65
+    # development cohorts: breast_cancer covariates kept exactly, only time / event simulated
+    for gen in (semi_synthetic_breast_cancer, semi_bio_breast_cancer):
+        semi = gen()
+        assert semi.ids.tolist() == bc.ids.tolist() and set(semi.modalities) == set(bc.modalities)
+        for k, mod in bc.modalities.items():
+            np.testing.assert_array_equal(semi.modalities[k].x, mod.x)
+            assert semi.modalities[k].groups == mod.groups and semi.modalities[k].names == mod.names
+        assert abs((1 - semi.event.mean()) - 0.74) < 0.02 and not np.allclose(semi.time, bc.time)
+        again = gen()  # deterministic
+        np.testing.assert_array_equal(semi.time, again.time)
+        np.testing.assert_array_equal(semi.event, again.event)
+        assert harrell_c_index(semi.time, semi.event, semi.true_risk) > 0.65
+        assert abs(semi.true_risk.std() - 1.0) < 1e-6 and abs(semi.true_risk.mean()) < 1e-6
+    # the bio generator's module rises with poor grade (proliferation-like) and carries the ER interaction
+    m = module_score(bc)
+    clin = bc.modalities["clinical"]
+    assert np.corrcoef(m, clin.x[:, clin.names.index("grade=poorly differentiated")])[0, 1] > 0.3
+    er = clin.x[:, clin.names.index("er=positive")] == 1
+    only_module = semi_bio_breast_cancer(er=0.0, grade=0.0, size=0.0).true_risk
+    slope_pos, slope_neg = (np.polyfit(m[sel], only_module[sel], 1)[0] for sel in (er, ~er))
+    assert abs(slope_pos / slope_neg - 4.0) < 1e-6  # module effect 0.8 in ER+ vs 0.2 in ER-
 
 
 def test_user_csv_and_patch_loaders(tmp_path) -> None:

@@ -11,11 +11,14 @@ ICFNet (and, where generic, of every neural model) are chosen here on *other* da
   (the layout of the reported synthetic setting, a different draw);
 * ``semi_bc`` (fifth pass, only with ``--semi``): breast_cancer's *covariates* (same genomic
   correlation clusters and clinical groups) with *simulated* outcomes
-  (:func:`semi_synthetic_breast_cancer`); breast_cancer's real times and events are never used.
+  (:func:`semi_synthetic_breast_cancer`); breast_cancer's real times and events are never used;
+* ``semi_bc_bio`` (sixth pass, only with ``--bio``): the same covariates, outcomes simulated from
+  prior biology (a proliferation-like module x ER, grade, size; :func:`semi_bio_breast_cancer`).
 
 Each variant is scored by 5-fold CV (CV seed 0) on every development cohort; the selection rule
-is the highest *mean* C-index over the cohorts (fifth pass: ``semi_bc`` decides, README). Run with
-``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi | --semi-only]``.
+is the highest *mean* C-index over the cohorts (fifth / sixth pass: ``semi_bc`` / ``semi_bc_bio``
+decides, README). Run with
+``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi] [--bio] [--semi-only]``.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "p3_tokdrop0.1": {**P3, "token_dropout": 0.1},
     "p3_heads1": {**P3, "heads": 1},
     "p3_fl0": {**P3, "fusion_layers": 0},
+    # sixth pass (only scored if ``semi_bc_bio`` reproduces the breast_cancer gap): the paper's
+    # per-stream transformer, one layer (the default scale cut it to 0 for CPU time)
+    "p3_layers1": {**P3, "layers": 1},
 }
 
 
@@ -122,19 +128,92 @@ def semi_synthetic_breast_cancer(seed: int = 0, n_genes: int = 4, n_clinical: in
     clin = [c.names.index(SEMI_CLINICAL[j]) for j in rng.choice(len(SEMI_CLINICAL), n_clinical, replace=False)]
     x = np.concatenate([z["g"][:, genes], z["c"][:, clin]], axis=1)
     eta = x @ (coef * rng.choice([-1.0, 1.0], size=x.shape[1])) + interaction * x[:, 0] * x[:, n_genes]
+    card = {"genes": [g.names[j] for j in genes], "clinical": [c.names[j] for j in clin]}
+    return _simulate_outcomes("semi_bc", bc, eta, rng, card, seed=seed, sd=sd, shape=shape, censoring=censoring)
+
+
+def _simulate_outcomes(name: str, bc: SurvivalDataset, eta: np.ndarray, rng: np.random.Generator,
+                       card: dict[str, Any], *, seed: int, sd: float, shape: float,
+                       censoring: float) -> SurvivalDataset:
+    """Replace ``bc``'s time/event by Weibull times under log-hazard ``eta`` (centred, scaled to ``sd``).
+
+    Hazard ``0.1 exp(eta)`` with Weibull ``shape``; uniform censoring tuned to a ``censoring`` fraction.
+    The covariates (modalities, ids) are kept unchanged.
+    """
     eta = sd * (eta - eta.mean()) / eta.std()
     t = (-np.log(rng.uniform(size=len(bc))) / (0.1 * np.exp(eta))) ** (1 / shape)
     time, event = _censor_to_rate(t, censoring, rng)
-    card = {"source": "semi-synthetic: breast_cancer covariates, simulated outcomes (icfnet devsearch)",
-            "genes": [g.names[j] for j in genes], "clinical": [c.names[j] for j in clin], "seed": seed,
-            "n": len(bc), "events": int(event.sum())}
-    return SurvivalDataset("semi_bc", bc.ids, time + 1e-3, event, bc.modalities, card, true_risk=eta)
+    card = {"source": f"semi-synthetic ({name}): breast_cancer covariates, simulated outcomes (icfnet devsearch)",
+            **card, "seed": seed, "n": len(bc), "events": int(event.sum())}
+    return SurvivalDataset(name, bc.ids, time + 1e-3, event, bc.modalities, card, true_risk=eta)
 
 
-def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0) -> dict[str, SurvivalDataset]:
-    """The development cohorts (none of them is a reported setting); ``semi`` adds ``semi_bc``.
+def _z(v: np.ndarray) -> np.ndarray:
+    """Cohort z-score of a vector (or of every column of a matrix)."""
+    return (v - v.mean(0)) / v.std(0)
 
-    ``semi_seed`` != 0 gives other draws of the generator (diagnostics only, never used for a choice).
+
+def module_score(bc: SurvivalDataset) -> np.ndarray:
+    """Proliferation-like expression module of breast_cancer, from its covariates only (sixth pass).
+
+    The largest genomic correlation cluster (the 54-probe ``genes0`` group) holds up- and
+    down-regulated probes, so its score is the *sign-aligned* mean z-score (each probe's sign = the
+    sign of its loading on the cluster's first principal component, as in up/down signature
+    scores). The global sign is fixed so that the score rises with ``grade=poorly differentiated``
+    (proliferation is what histological grade mostly reads). Returned standardised (mean 0, SD 1).
+    """
+    g, c = bc.modalities["genomics"], bc.modalities["clinical"]
+    x = _z(g.x.astype(float))[:, max(g.groups, key=len)]
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    m = x @ np.sign(vt[0]) / x.shape[1]
+    if np.corrcoef(m, c.x[:, c.names.index("grade=poorly differentiated")])[0, 1] < 0:
+        m = -m
+    return _z(m)
+
+
+def semi_bio_breast_cancer(seed: int = 0, module_er_pos: float = 0.8, module_er_neg: float = 0.2,
+                           er: float = -0.4, grade: float = 0.4, size: float = 0.4, sd: float = 1.0,
+                           shape: float = 1.5, censoring: float = 0.74) -> SurvivalDataset:
+    """breast_cancer's covariates with outcomes simulated from prior biology (sixth pass; README).
+
+    Log-hazard (fixed before any score) ``m * (module_er_pos * ER+ + module_er_neg * ER-)
+    + er * z(ER+) + grade * z(grade) + size * z(size)``, with ``m`` the proliferation-like module
+    (:func:`module_score`), ER+ the 0/1 indicator, grade ordinal (well 0, intermediate 1, poor 2;
+    the two "unknown" at the mean of the known), then centred and scaled to SD ``sd``. Times and
+    censoring as :func:`semi_synthetic_breast_cancer` (``seed`` drives only those draws).
+    breast_cancer's real times and events are never read.
+
+    Args:
+        seed: Seed of the time and censoring draws.
+        module_er_pos: Module coefficient in ER-positive tumours.
+        module_er_neg: Module coefficient in ER-negative tumours.
+        er: Coefficient of z(ER-positive).
+        grade: Coefficient of z(grade).
+        size: Coefficient of z(tumour size).
+        sd: Standard deviation of the log-hazard.
+        shape: Weibull shape.
+        censoring: Target censored fraction.
+    """
+    bc = load_survival_dataset("breast_cancer")
+    c = bc.modalities["clinical"]
+    col = {k: c.x[:, c.names.index(k)].astype(float) for k in c.names}
+    known = col["grade=unkown"] == 0
+    gr = col["grade=intermediate"] + 2 * col["grade=poorly differentiated"]  # well differentiated = 0
+    gr[~known] = gr[known].mean()
+    m, erp = module_score(bc), col["er=positive"]
+    eta = (m * (module_er_pos * erp + module_er_neg * (1 - erp)) + er * _z(erp) + grade * _z(gr)
+           + size * _z(col["size"]))
+    card = {"generator": "prior biology: proliferation-like module x ER, grade, size, ER (sixth pass)"}
+    return _simulate_outcomes("semi_bc_bio", bc, eta, np.random.default_rng(seed), card, seed=seed, sd=sd,
+                              shape=shape, censoring=censoring)
+
+
+def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0,
+                bio: bool = False) -> dict[str, SurvivalDataset]:
+    """The development cohorts (none of them is a reported setting).
+
+    ``semi`` adds ``semi_bc`` (fifth pass), ``bio`` adds ``semi_bc_bio`` (sixth pass); ``semi_seed`` != 0
+    gives other draws of those generators (diagnostics only, never used for a choice).
     """
     rng = np.random.default_rng(0)
     out: dict[str, SurvivalDataset] = {"veterans": load_survival_dataset("veterans")}
@@ -146,6 +225,8 @@ def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0) -> di
     out["synth_full"] = make_synthetic_multimodal(n=300, seed=1, patches=(16, 32), patch_dim=8)
     if semi:
         out["semi_bc"] = semi_synthetic_breast_cancer(seed=semi_seed)
+    if bio:
+        out["semi_bc_bio"] = semi_bio_breast_cancer(seed=semi_seed)
     return out
 
 
@@ -167,8 +248,9 @@ def main(argv: list[str]) -> None:
     """Evaluate the named variants (default: all) and print one JSON line per variant.
 
     ``--seeds=1,2`` picks the CV seeds (default 0); ``--methods=icfnet,deepsurv`` the models;
-    ``--semi`` adds the ``semi_bc`` cohort, ``--semi-only`` scores it alone, ``--semi-seed=1`` draws
-    it with another generator seed (diagnostic).
+    ``--semi`` adds the ``semi_bc`` cohort, ``--bio`` the ``semi_bc_bio`` cohort (sixth pass),
+    ``--semi-only`` scores only the semi-synthetic cohort(s) (``semi_bc`` unless ``--bio``),
+    ``--semi-seed=1`` draws them with another generator seed (diagnostic).
     """
     opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
@@ -178,9 +260,11 @@ def main(argv: list[str]) -> None:
         raise SystemExit(2)
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
-    cohorts = dev_cohorts(semi="semi" in opts or "semi-only" in opts, semi_seed=int(opts.get("semi-seed") or 0))
+    bio = "bio" in opts
+    cohorts = dev_cohorts(semi="semi" in opts or ("semi-only" in opts and not bio),
+                          semi_seed=int(opts.get("semi-seed") or 0), bio=bio)
     if "semi-only" in opts:
-        cohorts = {"semi_bc": cohorts["semi_bc"]}
+        cohorts = {k: v for k, v in cohorts.items() if k.startswith("semi")}
     for name in names:
         t0 = time.time()
         out = evaluate(VARIANTS[name], methods, cohorts, seeds)
