@@ -225,3 +225,43 @@ def test_spqe_convergence_rule_stops_early_only_when_met() -> None:
     res = spqe(MemoValue(interacting), 5, 24, np.random.default_rng(0), rel_se=0.01, min_perms=8, check_every=8)
     assert res.marginals.shape[0] == 24  # the rule never holds: SPQE runs to the cap
     assert converged(res.marginals, 1.0) and not converged(res.marginals, 0.01)
+
+
+def test_units_ignore_backends_and_import_checks_the_config(tmp_path) -> None:  # noqa: ANN001
+    from trustlab.config import load_config, to_dict
+    from trustlab.runner import RunContext
+    from trustlab.systems.impq.config import Config
+    from trustlab.systems.impq.units import Units, import_units, unit_hash, unit_path
+    from trustlab.utils.io import atomic_write_json
+
+    def ctx(out):  # noqa: ANN001, ANN202
+        return RunContext(out=out, system="impq", scale="paper", device="cpu", config_hash="x")
+
+    calls = []
+
+    def fn() -> list[float]:
+        calls.append(1)
+        return [1.0, 2.0]
+
+    rtn = load_config(Config(), "paper", None, ["backends=[rtn]"])
+    four = load_config(Config(), "paper", None, [])
+    assert four.backends == ["rtn", "gptq", "hqq", "quanto"] and unit_hash(rtn) == unit_hash(four)
+    c = ctx(tmp_path / "a")
+    assert Units(c, rtn)("spqe/seed=0", fn, seed=0) == [1.0, 2.0]
+    assert Units(ctx(tmp_path / "a"), four)("spqe/seed=0", fn) == [1.0, 2.0] and len(calls) == 1  # reused
+    other = load_config(Config(), "paper", None, ["n_permutations=16"])
+    Units(ctx(tmp_path / "a"), other)("spqe/seed=0", fn)
+    assert len(calls) == 2  # a field the units depend on: recomputed
+    # import: a core-format run folder (full config hash) is adopted for a config differing only in backends
+    src = tmp_path / "src"
+    atomic_write_json(src / "units" / "_meta.json", {"system": "impq", "config_hash": "full", "config": to_dict(rtn)})
+    atomic_write_json(src / "units" / "stray.json", {"key": "bogus", "config_hash": "full", "result": 0})  # skipped
+    atomic_write_json(unit_path(src / "units", "spqe/seed=1"),
+                      {"key": "spqe/seed=1", "config_hash": "full", "seconds": 5.0, "result": [3.0]})
+    assert import_units(src, tmp_path / "dst", four) == ["spqe/seed=1"]
+    c = ctx(tmp_path / "dst")
+    assert Units(c, four)("spqe/seed=1", fn) == [3.0] and c.resumed_units == 1 and c.unit_seconds == 5.0
+    with pytest.raises(UserError, match="n_permutations"):
+        import_units(src, tmp_path / "dst2", other)
+    with pytest.raises(UserError, match="not a run folder"):
+        import_units(tmp_path / "nope", tmp_path / "dst3", four)

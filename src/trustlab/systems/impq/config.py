@@ -101,7 +101,6 @@ class Config(SystemConfig):
         },
         "paper": {
             "model": "smollm2",
-            "backends": ["rtn"],
             "budgets": [3.5, 3.0, 2.5],
             "methods": ["impq", "impq_diag", "sensitivity", "lim", "zd", "act_norm", "random", "uniform"],
             "group_size": 64,

@@ -24,6 +24,7 @@ from trustlab.systems.impq.baselines import allocate_by_score, block_io_stats, s
 from trustlab.systems.impq.config import Config
 from trustlab.systems.impq.data import load_model, text_tokens, tiny_recipe_dict
 from trustlab.systems.impq.method import IMPQ, MemoValue, SPQEResult, exact_shapley, spqe, value_table
+from trustlab.systems.impq.units import Units
 from trustlab.utils.io import atomic_write_json
 from trustlab.utils.logging import get_logger
 
@@ -43,6 +44,7 @@ def _fmt_bits(x: float) -> str:
 def run(cfg: Config, ctx: RunContext) -> RunRecord:
     """Run the IMPQ comparison (see module docstring) and return the record."""
     rec = ctx.record(cfg)
+    unit = Units(ctx, cfg)  # resumable units keyed on the config without `backends` (see units.py)
     lm = load_model(cfg.model, tiny_recipe_dict(cfg.tiny), ctx.device)
     model = lm.model.to(ctx.device)
     calib, evalt = text_tokens(lm, cfg.seq_len, cfg.n_calib, cfg.n_eval)
@@ -61,7 +63,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     def player_mask(bits: tuple[int, ...]) -> np.ndarray:
         return np.array([bits[g[0]] == 2 for g in groups])
 
-    fp_nll = ctx.unit("fp_nll", lambda: mean_nll(model, evalt, cfg.batch_size))
+    fp_nll = unit("fp_nll", lambda: mean_nll(model, evalt, cfg.batch_size))
     need_hess = cfg.spqe_backend == "gptq" or "gptq" in cfg.backends
     hess = collect_hessians(model, calib, cfg.batch_size) if need_hess else None
 
@@ -78,7 +80,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     exact_phi: np.ndarray | None = None
     oracle: dict[str, Any] = {}
     if n <= cfg.exact_max_blocks:
-        table = np.asarray(ctx.unit("exact_table", lambda: value_table(value, n).tolist()))
+        table = np.asarray(unit("exact_table", lambda: value_table(value, n).tolist()))
         for s in range(2**n):  # share the exact evaluations with SPQE (deterministic value function)
             value.cache_[np.array([(s >> i) & 1 for i in range(n)], dtype=bool).tobytes()] = float(table[s])
         exact_phi = exact_shapley(table, n)
@@ -92,7 +94,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 "act_norm": group_scores(act, n_params, groups).tolist(),
                 "zd": group_scores(zd_scores(model), n_params, groups).tolist()}
 
-    scores = ctx.unit("scores", scores_fn)
+    scores = unit("scores", scores_fn)
 
     # ---- per seed: SPQE ---------------------------------------------------------------------------------
     spqe_res: dict[int, SPQEResult] = {}
@@ -108,7 +110,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 out["sii_sum"], out["sii_count"] = res.sii_sum.tolist(), res.sii_count.tolist()
             return out
 
-        u = ctx.unit(f"spqe/seed={seed}", spqe_fn, seed=seed)
+        u = unit(f"spqe/seed={seed}", spqe_fn, seed=seed)
         spqe_res[seed] = SPQEResult(np.asarray(u["perms"]), np.asarray(u["marginals"]), u["v_empty"], u["v_full"],
                                     np.asarray(u["sii_sum"]) if "sii_sum" in u else None,
                                     np.asarray(u["sii_count"]) if "sii_count" in u else None)
@@ -167,7 +169,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     distinct = sorted(set(plans.values()))
     plan_hash = hashlib.sha1(json.dumps(distinct).encode()).hexdigest()[:10]
     # in-sample value of every {2,4} plan: the calibration NLL that SPQE/IMPQ optimize (memoized)
-    calib_nll = ctx.unit(f"calib/plans={plan_hash}", lambda: {
+    calib_nll = unit(f"calib/plans={plan_hash}", lambda: {
         json.dumps(list(bits)): value(player_mask(bits)) for bits in distinct if set(bits) <= {2, 4}})
     pcache.remove()
     log.info("prefix cache: %d block calls reused, %d computed", pcache.hits, pcache.misses)
@@ -186,7 +188,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             bk.restore()
             return out
 
-        results[b] = ctx.unit(f"eval/backend={b}/plans={plan_hash}", eval_fn)
+        results[b] = unit(f"eval/backend={b}/plans={plan_hash}", eval_fn)
 
     for b in cfg.backends:
         for x in cfg.budgets:
