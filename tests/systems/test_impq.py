@@ -137,6 +137,8 @@ def test_impq_validates_hyper_parameters() -> None:
         IMPQ(alpha=1.5)
     with pytest.raises(ValueError):
         IMPQ(interactions="bogus")
+    with pytest.raises(UserError, match="n_calib_gptq"):
+        run_system("impq", "smoke", overrides=["n_calib_gptq=-1"])
 
 
 @pytest.fixture(scope="module")
@@ -246,6 +248,8 @@ def test_units_ignore_backends_and_import_checks_the_config(tmp_path) -> None:  
     rtn = load_config(Config(), "paper", None, ["backends=[rtn]"])
     four = load_config(Config(), "paper", None, [])
     assert four.backends == ["rtn", "gptq", "hqq", "quanto"] and unit_hash(rtn) == unit_hash(four)
+    # the GPTQ Hessian rows are carried in the keys of the units that use them, not in the hash
+    assert unit_hash(load_config(Config(), "paper", None, ["n_calib_gptq=8"])) == unit_hash(four)
     c = ctx(tmp_path / "a")
     assert Units(c, rtn)("spqe/seed=0", fn, seed=0) == [1.0, 2.0]
     assert Units(ctx(tmp_path / "a"), four)("spqe/seed=0", fn) == [1.0, 2.0] and len(calls) == 1  # reused

@@ -50,7 +50,11 @@ class Config(SystemConfig):
         interactions: ``cov`` (paper) or ``sii``.
         solver: BQP solver (``auto``, ``brute``, ``scip``, ``greedy``).
         seq_len: Tokens per evaluation row.
-        n_calib: Calibration rows (SPQE, sensitivity, LIM, activation norm, GPTQ Hessians).
+        n_calib: Calibration rows (SPQE, sensitivity, LIM, activation norm; GPTQ Hessians unless
+            ``n_calib_gptq`` is set).
+        n_calib_gptq: Calibration rows for the GPTQ Hessians (0 = ``n_calib``). GPTQ needs more
+            calibration tokens than a linear has input features, or its Hessian is singular and the
+            error feedback fits the calibration tokens instead of the weights.
         n_eval: Evaluation rows (perplexity on the held-out half).
         exact_max_blocks: Compute exact Shapley values (all 2^n subsets) when n <= this.
         batch_size: Forward batch size.
@@ -74,6 +78,7 @@ class Config(SystemConfig):
     solver: str = "auto"
     seq_len: int = 128
     n_calib: int = 32
+    n_calib_gptq: int = 0
     n_eval: int = 64
     exact_max_blocks: int = 10
     batch_size: int = 8
@@ -112,6 +117,7 @@ class Config(SystemConfig):
             "exact_max_blocks": 0,
             "seq_len": 128,
             "n_calib": 2,
+            "n_calib_gptq": 32,
             "n_eval": 8,
             "batch_size": 4,
         },
@@ -147,6 +153,8 @@ class Config(SystemConfig):
             raise UserError(f"interactions={self.interactions!r}", "use cov or sii")
         if self.solver not in ("auto", "brute", "scip", "greedy"):
             raise UserError(f"unknown solver {self.solver!r}", "use auto, brute, scip or greedy")
+        if self.n_calib_gptq < 0:
+            raise UserError(f"n_calib_gptq={self.n_calib_gptq} must be >= 0", "use 0 (= n_calib) or e.g. 32")
         for name in ("seq_len", "n_calib", "n_eval", "batch_size", "block_group"):
             if getattr(self, name) < 1 or (name == "seq_len" and self.seq_len < 2):
                 raise UserError(f"{name}={getattr(self, name)} is too small", f"use a positive {name}")

@@ -65,7 +65,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
 
     fp_nll = unit("fp_nll", lambda: mean_nll(model, evalt, cfg.batch_size))
     need_hess = cfg.spqe_backend == "gptq" or "gptq" in cfg.backends
-    hess = collect_hessians(model, calib, cfg.batch_size) if need_hess else None
+    n_hess = cfg.n_calib_gptq or cfg.n_calib
+    hess_rows = calib if n_hess == cfg.n_calib else text_tokens(lm, cfg.seq_len, n_hess, 1)[0]
+    hess = collect_hessians(model, hess_rows, cfg.batch_size) if need_hess else None
+
+    def hkey(backend: str) -> str:
+        """Key suffix of units computed with the GPTQ Hessians (``n_calib_gptq`` is not in the unit hash)."""
+        return f"/hessian_rows={n_hess}" if backend == "gptq" else ""
 
     # ---- SPQE value function: calibration NLL with the blocks in S at 2 bits, the rest at 4 -------------
     bank = WeightBank(model, get_backend(cfg.spqe_backend, cfg.group_size), (2, 4), hess)
@@ -80,7 +86,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     exact_phi: np.ndarray | None = None
     oracle: dict[str, Any] = {}
     if n <= cfg.exact_max_blocks:
-        table = np.asarray(unit("exact_table", lambda: value_table(value, n).tolist()))
+        table = np.asarray(unit("exact_table" + hkey(cfg.spqe_backend), lambda: value_table(value, n).tolist()))
         for s in range(2**n):  # share the exact evaluations with SPQE (deterministic value function)
             value.cache_[np.array([(s >> i) & 1 for i in range(n)], dtype=bool).tobytes()] = float(table[s])
         exact_phi = exact_shapley(table, n)
@@ -94,7 +100,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 "act_norm": group_scores(act, n_params, groups).tolist(),
                 "zd": group_scores(zd_scores(model), n_params, groups).tolist()}
 
-    scores = unit("scores", scores_fn)
+    scores = unit("scores" + hkey(cfg.spqe_backend), scores_fn)
 
     # ---- per seed: SPQE ---------------------------------------------------------------------------------
     spqe_res: dict[int, SPQEResult] = {}
@@ -110,7 +116,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 out["sii_sum"], out["sii_count"] = res.sii_sum.tolist(), res.sii_count.tolist()
             return out
 
-        u = unit(f"spqe/seed={seed}", spqe_fn, seed=seed)
+        u = unit(f"spqe/seed={seed}" + hkey(cfg.spqe_backend), spqe_fn, seed=seed)
         spqe_res[seed] = SPQEResult(np.asarray(u["perms"]), np.asarray(u["marginals"]), u["v_empty"], u["v_full"],
                                     np.asarray(u["sii_sum"]) if "sii_sum" in u else None,
                                     np.asarray(u["sii_count"]) if "sii_count" in u else None)
@@ -169,7 +175,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     distinct = sorted(set(plans.values()))
     plan_hash = hashlib.sha1(json.dumps(distinct).encode()).hexdigest()[:10]
     # in-sample value of every {2,4} plan: the calibration NLL that SPQE/IMPQ optimize (memoized)
-    calib_nll = unit(f"calib/plans={plan_hash}", lambda: {
+    calib_nll = unit(f"calib/plans={plan_hash}" + hkey(cfg.spqe_backend), lambda: {
         json.dumps(list(bits)): value(player_mask(bits)) for bits in distinct if set(bits) <= {2, 4}})
     pcache.remove()
     log.info("prefix cache: %d block calls reused, %d computed", pcache.hits, pcache.misses)
@@ -188,7 +194,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             bk.restore()
             return out
 
-        results[b] = unit(f"eval/backend={b}/plans={plan_hash}", eval_fn)
+        results[b] = unit(f"eval/backend={b}/plans={plan_hash}" + hkey(b), eval_fn)
 
     for b in cfg.backends:
         for x in cfg.budgets:

@@ -34,8 +34,10 @@ from trustlab.utils.seed import seed_everything
 
 log = get_logger(__name__)
 
-#: Config fields that no IMPQ unit depends on.
-UNIT_EXCLUDE = ("seeds", "device", "backends")
+#: Config fields left out of the unit hash: no unit depends on ``seeds`` (seeded units carry the seed in
+#: their key), ``device`` or ``backends``; ``n_calib_gptq`` only changes the GPTQ Hessians, and every unit
+#: that uses them carries the number of Hessian rows in its key.
+UNIT_EXCLUDE = ("seeds", "device", "backends", "n_calib_gptq")
 
 
 def unit_hash(cfg: Any) -> str:
