@@ -33,6 +33,11 @@ def _safe_key(key: str) -> str:
     return f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def unit_path(units_dir: Path, key: str) -> Path:
+    """File of unit ``key`` under ``units_dir`` (a filesystem-safe slug + a short hash of the key)."""
+    return units_dir / f"{_safe_key(key)}.json"
+
+
 def ensure_writable(out: Path) -> Path:
     """Create ``out`` and check we can write into it, or raise a one-line :class:`UserError`."""
     try:
@@ -77,19 +82,23 @@ class RunContext:
         """A fresh :class:`RunRecord` for this run."""
         return RunRecord(system=self.system, scale=self.scale, config=to_dict(cfg), seeds=list(cfg.seeds))
 
-    def unit(self, key: str, fn: Callable[[], Any], seed: int | None = None) -> Any:
+    def unit(self, key: str, fn: Callable[[], Any], seed: int | None = None,
+             config_hash: str | None = None) -> Any:
         """Run ``fn`` once per run folder: return the saved result if unit ``key`` finished before.
 
         Args:
             key: A unique, stable name for the unit, e.g. ``"speckle/nadafd/seed=1"``.
             fn: Computes the unit; must return JSON-serialisable data.
             seed: When given, :func:`seed_everything` is called before ``fn``.
+            config_hash: Resume key of the unit (default: the run's config hash); a system whose units
+                do not depend on some config fields passes a hash computed without them.
         """
-        path = self._units_dir / f"{_safe_key(key)}.json"
+        config_hash = self.config_hash if config_hash is None else config_hash
+        path = unit_path(self._units_dir, key)
         if path.is_file():
             try:
                 saved = json.loads(path.read_text())
-                if saved.get("key") == key and saved.get("config_hash") == self.config_hash:
+                if saved.get("key") == key and saved.get("config_hash") == config_hash:
                     self.resumed_units += 1
                     self.unit_seconds += float(saved.get("seconds", 0.0))
                     log.info("resume: unit %s already done", key)
@@ -100,7 +109,7 @@ class RunContext:
             seed_everything(seed)
         t0 = time.time()
         result = fn()
-        atomic_write_json(path, {"key": key, "config_hash": self.config_hash, "seconds": time.time() - t0,
+        atomic_write_json(path, {"key": key, "config_hash": config_hash, "seconds": time.time() - t0,
                                  "result": result})
         self.computed_units += 1
         self.unit_seconds += time.time() - t0

@@ -17,20 +17,16 @@ recomputing SPQE.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trustlab.config import config_hash, to_dict
 from trustlab.errors import UserError
-from trustlab.runner import RunContext
+from trustlab.runner import RunContext, unit_path
 from trustlab.utils.io import atomic_write_json, read_json
 from trustlab.utils.logging import get_logger
-from trustlab.utils.seed import seed_everything
 
 log = get_logger(__name__)
 
@@ -45,12 +41,6 @@ def unit_hash(cfg: Any) -> str:
     return config_hash(cfg, exclude=UNIT_EXCLUDE)
 
 
-def unit_path(units_dir: Path, key: str) -> Path:
-    """File of unit ``key`` (same naming as the core's units)."""
-    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", key)[:80]
-    return units_dir / f"{slug}-{hashlib.sha1(key.encode()).hexdigest()[:8]}.json"
-
-
 class Units:
     """``units(key, fn, seed)``: run ``fn`` once per run folder and config (``backends`` excluded).
 
@@ -62,29 +52,10 @@ class Units:
     def __init__(self, ctx: RunContext, cfg: Any) -> None:
         self.ctx = ctx
         self.hash = unit_hash(cfg)
-        self.dir = ctx.out / "units"
 
     def __call__(self, key: str, fn: Callable[[], Any], seed: int | None = None) -> Any:
         """Return the saved result of unit ``key`` if it finished before, else compute and save it."""
-        path = unit_path(self.dir, key)
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text())
-                if saved.get("key") == key and saved.get("config_hash") == self.hash:
-                    self.ctx.resumed_units += 1
-                    self.ctx.unit_seconds += float(saved.get("seconds", 0.0))
-                    log.info("resume: unit %s already done", key)
-                    return saved["result"]
-            except (json.JSONDecodeError, KeyError):
-                log.warning("unit file %s is corrupt; recomputing", path)
-        if seed is not None:
-            seed_everything(seed)
-        t0 = time.time()
-        result = fn()
-        atomic_write_json(path, {"key": key, "config_hash": self.hash, "seconds": time.time() - t0, "result": result})
-        self.ctx.computed_units += 1
-        self.ctx.unit_seconds += time.time() - t0
-        return result
+        return self.ctx.unit(key, fn, seed, config_hash=self.hash)
 
 
 def import_units(src: str | Path, dst: str | Path, cfg: Any) -> list[str]:
