@@ -21,7 +21,6 @@ Run: ``OMP_NUM_THREADS=1 python -m trustlab.systems.impq.depth_rule OUT.json``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -33,9 +32,10 @@ import torch
 
 from trustlab.compression.backends import get_backend
 from trustlab.compression.model import WeightBank, mean_nll
-from trustlab.models.tiny_llama import TinyLlamaRecipe, train_tiny_llama
+from trustlab.models.tiny_llama import TinyLlamaRecipe, build_tiny_llama, train_tiny_llama
 from trustlab.systems.impq.config import TinyModelConfig
 from trustlab.systems.impq.data import LoadedModel, text_tokens
+from trustlab.utils.io import atomic_write_json
 from trustlab.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -77,12 +77,7 @@ def measure(cand: dict[str, int], seq_len: int = 128, n_calib: int = 32, n_eval:
     for b in (4, 2):
         bank.set_bits([b] * L)
         ppl[b] = math.exp(mean_nll(model, evalt, 8))
-    rng = np.random.default_rng(0)
-    t = time.process_time()
-    for _ in range(8):
-        bank.set_bits([2 if m else 4 for m in rng.random(L) < 0.5])
-        mean_nll(model, calib, 8)
-    t_eval = (time.process_time() - t) / 8
+    t_eval = _eval_cpu_s(model, bank, calib, L)
     out = {"candidate": cand, "recipe": asdict(recipe), "cpu_s_per_step_40": t_step, "train_cpu_s": train_cpu,
            "ppl_all4": ppl[4], "ppl_all2": ppl[2], "degradation": ppl[2] / ppl[4] - 1.0,
            "cpu_s_per_value_eval": t_eval, "exact_table_cpu_s_est": t_eval * 2**L}
@@ -94,23 +89,27 @@ def measure(cand: dict[str, int], seq_len: int = 128, n_calib: int = 32, n_eval:
     return out
 
 
+def _eval_cpu_s(model: torch.nn.Module, bank: WeightBank, calib: torch.Tensor, n_layers: int,
+                reps: int = 8) -> float:
+    """CPU seconds of one calibration evaluation under random 2/4-bit coalitions (mean of ``reps``)."""
+    rng = np.random.default_rng(0)
+    t = time.process_time()
+    for _ in range(reps):
+        bank.set_bits([2 if m else 4 for m in rng.random(n_layers) < 0.5])
+        mean_nll(model, calib, 8)
+    return (time.process_time() - t) / reps
+
+
 def value_eval_cpu_s(cand: dict[str, int], seq_len: int = 128, n_calib: int = 32, group_size: int = 64,
                      reps: int = 8) -> float:
     """Criterion (c) alone: CPU seconds of one calibration evaluation (the cost does not depend on training)."""
-    from trustlab.models.tiny_llama import build_tiny_llama
-
     torch.set_num_threads(1)
     torch.manual_seed(DEV_SEED)
     model = build_tiny_llama(_recipe(cand, 1))
     calib, _ = text_tokens(LoadedModel(model, "tiny"), seq_len, n_calib, 1)
     bank = WeightBank(model, get_backend("rtn", group_size), (2, 4))
-    rng = np.random.default_rng(0)
     mean_nll(model, calib, 8)  # warm-up
-    t = time.process_time()
-    for _ in range(reps):
-        bank.set_bits([2 if m else 4 for m in rng.random(cand["n_layers"]) < 0.5])
-        mean_nll(model, calib, 8)
-    return (time.process_time() - t) / reps
+    return _eval_cpu_s(model, bank, calib, cand["n_layers"], reps)
 
 
 def main(path: str, skip: int = 0) -> None:
@@ -129,9 +128,9 @@ def main(path: str, skip: int = 0) -> None:
                          "note": "fails (c); not trained"})
         else:
             done.append(measure(cand))
-        with open(path, "w") as f:
-            json.dump({"rule": {"dev_seed": DEV_SEED, "train_cpu_s": TRAIN_CPU_S, "min_degradation": MIN_DEGRADATION,
-                                "exact_cpu_s": EXACT_CPU_S}, "measured": done}, f, indent=1)
+        atomic_write_json(path, {"rule": {"dev_seed": DEV_SEED, "train_cpu_s": TRAIN_CPU_S,
+                                          "min_degradation": MIN_DEGRADATION, "exact_cpu_s": EXACT_CPU_S},
+                                 "measured": done})
         if done[-1]["admissible"]:
             log.info("adopted %s", replace(_recipe(cand, done[-1]["recipe"]["steps"]), seed=0))
             return
