@@ -18,6 +18,8 @@ from trustlab.errors import UserError
 from trustlab.metrics.survival import harrell_c_index
 from trustlab.systems.icfnet.baselines import DeepSurv, LateFusion, breslow_baseline
 from trustlab.systems.icfnet.devsearch import (
+    EXTERNAL,
+    external_breast_cohort,
     module_score,
     semi_bio_breast_cancer,
     semi_synthetic_breast_cancer,
@@ -238,6 +240,28 @@ def test_embedded_and_synthetic_data() -> None:
     only_module = semi_bio_breast_cancer(er=0.0, grade=0.0, size=0.0).true_risk
     slope_pos, slope_neg = (np.polyfit(m[sel], only_module[sel], 1)[0] for sel in (er, ~er))
     assert abs(slope_pos / slope_neg - 4.0) < 1e-6  # module effect 0.8 in ER+ vs 0.2 in ER-
+
+
+def test_external_breast_cohorts() -> None:
+    pytest.importorskip("SurvSet", reason="SurvSet (trustlab[dev]) not installed")
+    expected = {"nki70": (144, 48, 70), "gse1992": (124, 35, 76), "gse4335": (115, 38, 76)}
+    for name in EXTERNAL:
+        d = external_breast_cohort(name)
+        g, c = d.modalities["genomics"], d.modalities["clinical"]
+        assert (len(d), int(d.event.sum()), g.dim) == expected[name] and (d.time > 0).all()
+        assert len(g.groups) == 6 and sorted(j for grp in g.groups for j in grp) == list(range(g.dim))
+        assert c.group_names == ["demographics", "tumour"] and np.isfinite(c.x).all() and np.isfinite(g.x).all()
+        assert "age" in c.names[0].lower() and len(set(d.ids)) == len(d)
+    # the variance filter keeps the most variable genes of the full cohort, without outcomes
+    from SurvSet.data import SurvLoader
+
+    frame = SurvLoader().load_dataset("gse1992")["df"]
+    gse = external_breast_cohort("gse1992").modalities["genomics"]
+    dropped = [col for col in frame.columns if col.startswith("num_HS_") and col not in gse.names]
+    assert all(n.startswith("num_HS_") for n in gse.names) and len(dropped) > 10_000
+    assert frame[gse.names].to_numpy(float).var(0).min() >= frame[dropped].to_numpy(float).var(0).max()
+    with pytest.raises(UserError, match="unknown external cohort"):
+        external_breast_cohort("metabric")
 
 
 def test_user_csv_and_patch_loaders(tmp_path) -> None:

@@ -13,12 +13,14 @@ ICFNet (and, where generic, of every neural model) are chosen here on *other* da
   correlation clusters and clinical groups) with *simulated* outcomes
   (:func:`semi_synthetic_breast_cancer`); breast_cancer's real times and events are never used;
 * ``semi_bc_bio`` (sixth pass, only with ``--bio``): the same covariates, outcomes simulated from
-  prior biology (a proliferation-like module x ER, grade, size; :func:`semi_bio_breast_cancer`).
+  prior biology (a proliferation-like module x ER, grade, size; :func:`semi_bio_breast_cancer`);
+* ``nki70``, ``gse1992``, ``gse4335`` (seventh pass, only with ``--external``): external breast-cancer
+  cohorts with expression and real outcomes from the SurvSet wheel (:func:`external_breast_cohort`).
 
 Each variant is scored by 5-fold CV (CV seed 0) on every development cohort; the selection rule
-is the highest *mean* C-index over the cohorts (fifth / sixth pass: ``semi_bc`` / ``semi_bc_bio``
-decides, README). Run with
-``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi] [--bio] [--semi-only]``.
+is the highest *mean* C-index over the cohorts (fifth / sixth / seventh pass: ``semi_bc`` /
+``semi_bc_bio`` / the external cohorts decide, README). Run with
+``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi] [--bio] [--semi-only] [--external[-only]]``.
 """
 
 from __future__ import annotations
@@ -32,11 +34,15 @@ from typing import Any
 import numpy as np
 
 from trustlab.data.survival import (
+    Modality,
     SurvivalDataset,
     _censor_to_rate,
+    _clinical_modality,
+    gene_groups_by_correlation,
     load_survival_dataset,
     make_synthetic_multimodal,
 )
+from trustlab.errors import UserError, require
 from trustlab.systems.icfnet.config import Config
 from trustlab.systems.icfnet.experiment import cv_unit
 
@@ -91,6 +97,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # sixth pass (only scored if ``semi_bc_bio`` reproduces the breast_cancer gap): the paper's
     # per-stream transformer, one layer (the default scale cut it to 0 for CPU time)
     "p3_layers1": {**P3, "layers": 1},
+    # seventh pass (external breast-cancer cohorts): the official loader's (bin x censored) sampler on
+    # top of P3 (a candidate because a second-pass diagnostic on breast_cancer pointed at it; README)
+    "p3_sampler": {**P3, "balanced_sampler": True},
 }
 
 
@@ -208,12 +217,60 @@ def semi_bio_breast_cancer(seed: int = 0, module_er_pos: float = 0.8, module_er_
                               shape=shape, censoring=censoring)
 
 
+#: External breast-cancer expression cohorts shipped in the ``survset`` wheel (seventh pass; README):
+#: SurvSet name -> (clinical columns as {group: [columns]}, genes: "all" or the number kept by variance).
+#: The clinical columns mirror breast_cancer's (age; ER, grade, size); genes are chosen without outcomes.
+EXTERNAL: dict[str, tuple[dict[str, list[str]], str | int]] = {
+    "nki70": ({"demographics": ["num_Age"], "tumour": ["fac_ER", "fac_Grade", "fac_Diam"]}, "all"),
+    "gse1992": ({"demographics": ["num_age"], "tumour": ["fac_er_positive", "fac_grade", "num_size"]}, 76),
+    "gse4335": ({"demographics": ["num_age"], "tumour": ["fac_er_status", "fac_grade", "fac_tumor_size"]}, 76),
+}
+
+
+def external_breast_cohort(name: str) -> SurvivalDataset:
+    """An external breast-cancer cohort with expression and outcomes, in breast_cancer's layout (seventh pass).
+
+    From the SurvSet package (``pip install survset``, GPL-3.0, bundled pickles, no download):
+    ``nki70`` (NKI, 144 patients, the 70 genes of the MammaPrint signature), ``gse1992`` (124) and
+    ``gse4335`` (115) (UNC cDNA arrays, ~13-16k genes: the 76 genes of highest variance over the
+    cohort are kept, 76 = breast_cancer's probe count; outcome-free). Genes are cut into 6
+    correlation clusters exactly as breast_cancer's probes; the clinical modality holds breast_cancer's
+    clinical variables (age; ER, grade, size), nki70's node status is left out (breast_cancer is
+    node-negative and has none).
+
+    Raises:
+        UserError: unknown name; MissingExtraError: SurvSet not installed.
+    """
+    if name not in EXTERNAL:
+        raise UserError(f"unknown external cohort {name!r}", f"use one of: {', '.join(EXTERNAL)}")
+    entry = require("SurvSet.data", "dev").SurvLoader().load_dataset(name)
+    frame = entry["df"]
+    clinical_groups, keep = EXTERNAL[name]
+    clinical_cols = {c for cols in clinical_groups.values() for c in cols}
+    genes = [c for c in frame.columns if c.startswith("num_") and c not in clinical_cols]
+    gx = frame[genes].to_numpy(float)
+    if keep != "all":
+        order = np.argsort(-gx.var(0), kind="stable")[: int(keep)]
+        genes, gx = [genes[j] for j in sorted(order)], gx[:, sorted(order)]
+    groups = gene_groups_by_correlation(gx, 6)
+    genomics = Modality("tabular", gx, np.ones(len(frame), bool), groups, [f"genes{j}" for j in range(len(groups))],
+                        names=genes)
+    clinical = _clinical_modality(frame, clinical_groups)
+    time = frame["time"].to_numpy(float)
+    card = {"source": f"SurvSet {name} ({entry['ref']})", "licence": "GPL-3.0",
+            "n": len(frame), "events": int(frame["event"].sum()), "genes": len(genes),
+            "notes": "external development cohort (icfnet devsearch, seventh pass)"}
+    return SurvivalDataset(name, frame["pid"].astype(str).to_numpy(), time, frame["event"].to_numpy(bool),
+                           {"genomics": genomics, "clinical": clinical}, card)
+
+
 def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0,
-                bio: bool = False) -> dict[str, SurvivalDataset]:
+                bio: bool = False, external: bool = False) -> dict[str, SurvivalDataset]:
     """The development cohorts (none of them is a reported setting).
 
     ``semi`` adds ``semi_bc`` (fifth pass), ``bio`` adds ``semi_bc_bio`` (sixth pass); ``semi_seed`` != 0
-    gives other draws of those generators (diagnostics only, never used for a choice).
+    gives other draws of those generators (diagnostics only, never used for a choice); ``external``
+    adds the external breast-cancer cohorts of :data:`EXTERNAL` (seventh pass).
     """
     rng = np.random.default_rng(0)
     out: dict[str, SurvivalDataset] = {"veterans": load_survival_dataset("veterans")}
@@ -227,6 +284,8 @@ def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0,
         out["semi_bc"] = semi_synthetic_breast_cancer(seed=semi_seed)
     if bio:
         out["semi_bc_bio"] = semi_bio_breast_cancer(seed=semi_seed)
+    if external:
+        out.update({name: external_breast_cohort(name) for name in EXTERNAL})
     return out
 
 
@@ -250,7 +309,8 @@ def main(argv: list[str]) -> None:
     ``--seeds=1,2`` picks the CV seeds (default 0); ``--methods=icfnet,deepsurv`` the models;
     ``--semi`` adds the ``semi_bc`` cohort, ``--bio`` the ``semi_bc_bio`` cohort (sixth pass),
     ``--semi-only`` scores only the semi-synthetic cohort(s) (``semi_bc`` unless ``--bio``),
-    ``--semi-seed=1`` draws them with another generator seed (diagnostic).
+    ``--semi-seed=1`` draws them with another generator seed (diagnostic); ``--external`` adds the
+    external breast-cancer cohorts (seventh pass), ``--external-only`` scores only those.
     """
     opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
@@ -261,10 +321,13 @@ def main(argv: list[str]) -> None:
     methods = opts.get("methods", "icfnet,deepsurv").split(",")
     seeds = tuple(int(s) for s in opts.get("seeds", "0").split(","))
     bio = "bio" in opts
+    external = "external" in opts or "external-only" in opts
     cohorts = dev_cohorts(semi="semi" in opts or ("semi-only" in opts and not bio),
-                          semi_seed=int(opts.get("semi-seed") or 0), bio=bio)
+                          semi_seed=int(opts.get("semi-seed") or 0), bio=bio, external=external)
     if "semi-only" in opts:
         cohorts = {k: v for k, v in cohorts.items() if k.startswith("semi")}
+    if "external-only" in opts:
+        cohorts = {k: v for k, v in cohorts.items() if k in EXTERNAL}
     for name in names:
         t0 = time.time()
         out = evaluate(VARIANTS[name], methods, cohorts, seeds)
