@@ -15,6 +15,9 @@ Embedded data cards:
       demographics / treatment / other status columns as separate tokens.
     * ``synthetic``: genomics (6 groups) + pathology patch bags + clinical, with a known hazard
       (see :func:`make_synthetic_multimodal`).
+    * ``nki70``, ``gse1992``, ``gse4335`` (SurvSet wheel, GPL-3.0, ``trustlab[survival]``): external
+      breast cancer cohorts with expression + clinical data in breast_cancer's layout (ICFNet's
+      development data; see :data:`SURVSET`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "EMBEDDED",
+    "SURVSET",
     "Modality",
     "SurvivalDataset",
     "load_patch_bags",
@@ -390,6 +394,52 @@ def _load_sksurv(name: str) -> SurvivalDataset:
     return SurvivalDataset(name, np.array([f"{name}-{i}" for i in range(len(frame))]), time, event, mods, card)
 
 
+#: External breast-cancer cohorts with expression and real outcomes, shipped in the ``survset`` wheel
+#: SurvSet name -> (clinical columns as {group: [columns]}, genes: "all" or the number kept by variance).
+#: The clinical columns mirror breast_cancer's (age; ER, grade, size); genes are chosen without outcomes.
+_SURVSET: dict[str, tuple[dict[str, list[str]], str | int]] = {
+    "nki70": ({"demographics": ["num_Age"], "tumour": ["fac_ER", "fac_Grade", "fac_Diam"]}, "all"),
+    "gse1992": ({"demographics": ["num_age"], "tumour": ["fac_er_positive", "fac_grade", "num_size"]}, 76),
+    "gse4335": ({"demographics": ["num_age"], "tumour": ["fac_er_status", "fac_grade", "fac_tumor_size"]}, 76),
+}
+SURVSET = tuple(_SURVSET)
+
+
+def _load_survset(name: str) -> SurvivalDataset:
+    """An external breast-cancer cohort with expression and outcomes, in breast_cancer's layout (seventh pass).
+
+    From the SurvSet wheel (``pip install 'trustlab[survival]'``; GPL-3.0, bundled pickles, no download):
+    ``nki70`` (NKI, 144 patients, the 70 genes of the MammaPrint signature), ``gse1992`` (124) and
+    ``gse4335`` (115) (UNC cDNA arrays, ~13-16k genes: the 76 genes of highest variance over the
+    cohort are kept, 76 = breast_cancer's probe count; outcome-free). Genes are cut into 6
+    correlation clusters exactly as breast_cancer's probes; the clinical modality holds breast_cancer's
+    clinical variables (age; ER, grade, size), nki70's node status is left out (breast_cancer is
+    node-negative and has none).
+
+    Raises:
+        MissingExtraError: SurvSet not installed.
+    """
+    entry = require("SurvSet.data", "survival").SurvLoader().load_dataset(name)
+    frame = entry["df"]
+    clinical_groups, keep = _SURVSET[name]
+    clinical_cols = {c for cols in clinical_groups.values() for c in cols}
+    genes = [c for c in frame.columns if c.startswith("num_") and c not in clinical_cols]
+    gx = frame[genes].to_numpy(float)
+    if keep != "all":
+        order = np.argsort(-gx.var(0), kind="stable")[: int(keep)]
+        genes, gx = [genes[j] for j in sorted(order)], gx[:, sorted(order)]
+    groups = gene_groups_by_correlation(gx, 6)
+    genomics = Modality("tabular", gx, np.ones(len(frame), bool), groups, [f"genes{j}" for j in range(len(groups))],
+                        names=genes)
+    clinical = _clinical_modality(frame, clinical_groups)
+    time = frame["time"].to_numpy(float)
+    card = {"source": f"SurvSet {name} ({entry['ref']})", "licence": "GPL-3.0",
+            "n": len(frame), "events": int(frame["event"].sum()), "genes": len(genes),
+            "notes": "external breast cancer cohort (ICFNet development data, seventh pass)"}
+    return SurvivalDataset(name, frame["pid"].astype(str).to_numpy(), time, frame["event"].to_numpy(bool),
+                           {"genomics": genomics, "clinical": clinical}, card)
+
+
 def load_survival_dataset(name: str, **kwargs: Any) -> SurvivalDataset:
     """An embedded dataset by name (``synthetic`` takes :func:`make_synthetic_multimodal` kwargs).
 
@@ -398,13 +448,14 @@ def load_survival_dataset(name: str, **kwargs: Any) -> SurvivalDataset:
     """
     if name == "synthetic":
         return make_synthetic_multimodal(**kwargs)
-    if name not in EMBEDDED:
-        close = difflib.get_close_matches(name, EMBEDDED, n=1)
-        fix = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(EMBEDDED)} or load_survival_csv"
+    if name not in EMBEDDED + SURVSET:
+        close = difflib.get_close_matches(name, EMBEDDED + SURVSET, n=1)
+        fix = (f"did you mean {close[0]!r}?" if close
+               else f"use one of: {', '.join(EMBEDDED + SURVSET)} or load_survival_csv")
         raise UserError(f"unknown survival dataset {name!r}", fix)
     if kwargs:
         raise UserError(f"dataset {name!r} takes no options ({', '.join(kwargs)})", "remove them")
-    return _load_sksurv(name)
+    return _load_survset(name) if name in SURVSET else _load_sksurv(name)
 
 
 # ---------------------------------------------------------------------------------------------

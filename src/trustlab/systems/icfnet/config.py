@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from trustlab.config import SystemConfig
-from trustlab.data.survival import EMBEDDED
+from trustlab.data.survival import EMBEDDED, SURVSET
 from trustlab.errors import UserError
 
 
@@ -104,8 +104,8 @@ class Config(SystemConfig):
         """Check ranges and names."""
         super().validate()
         for name in self.datasets:
-            if name not in EMBEDDED:
-                raise UserError(f"unknown dataset {name!r}", f"use one of: {', '.join(EMBEDDED)}")
+            if name not in EMBEDDED + SURVSET:
+                raise UserError(f"unknown dataset {name!r}", f"use one of: {', '.join(EMBEDDED + SURVSET)}")
         if self.folds < 2:
             raise UserError(f"folds={self.folds} is too small", "use folds >= 2")
         if self.n_synthetic < 50:

@@ -34,15 +34,13 @@ from typing import Any
 import numpy as np
 
 from trustlab.data.survival import (
-    Modality,
+    SURVSET,
     SurvivalDataset,
     _censor_to_rate,
-    _clinical_modality,
-    gene_groups_by_correlation,
     load_survival_dataset,
     make_synthetic_multimodal,
 )
-from trustlab.errors import UserError, require
+from trustlab.errors import UserError
 from trustlab.systems.icfnet.config import Config
 from trustlab.systems.icfnet.experiment import cv_unit
 
@@ -217,51 +215,15 @@ def semi_bio_breast_cancer(seed: int = 0, module_er_pos: float = 0.8, module_er_
                               shape=shape, censoring=censoring)
 
 
-#: External breast-cancer expression cohorts shipped in the ``survset`` wheel (seventh pass; README):
-#: SurvSet name -> (clinical columns as {group: [columns]}, genes: "all" or the number kept by variance).
-#: The clinical columns mirror breast_cancer's (age; ER, grade, size); genes are chosen without outcomes.
-EXTERNAL: dict[str, tuple[dict[str, list[str]], str | int]] = {
-    "nki70": ({"demographics": ["num_Age"], "tumour": ["fac_ER", "fac_Grade", "fac_Diam"]}, "all"),
-    "gse1992": ({"demographics": ["num_age"], "tumour": ["fac_er_positive", "fac_grade", "num_size"]}, 76),
-    "gse4335": ({"demographics": ["num_age"], "tumour": ["fac_er_status", "fac_grade", "fac_tumor_size"]}, 76),
-}
+#: External breast-cancer cohorts with expression and real outcomes (seventh pass; SurvSet wheel).
+EXTERNAL = SURVSET
 
 
 def external_breast_cohort(name: str) -> SurvivalDataset:
-    """An external breast-cancer cohort with expression and outcomes, in breast_cancer's layout (seventh pass).
-
-    From the SurvSet package (``pip install survset``, GPL-3.0, bundled pickles, no download):
-    ``nki70`` (NKI, 144 patients, the 70 genes of the MammaPrint signature), ``gse1992`` (124) and
-    ``gse4335`` (115) (UNC cDNA arrays, ~13-16k genes: the 76 genes of highest variance over the
-    cohort are kept, 76 = breast_cancer's probe count; outcome-free). Genes are cut into 6
-    correlation clusters exactly as breast_cancer's probes; the clinical modality holds breast_cancer's
-    clinical variables (age; ER, grade, size), nki70's node status is left out (breast_cancer is
-    node-negative and has none).
-
-    Raises:
-        UserError: unknown name; MissingExtraError: SurvSet not installed.
-    """
+    """An external breast-cancer cohort in breast_cancer's layout (``load_survival_dataset`` of a SurvSet name)."""
     if name not in EXTERNAL:
         raise UserError(f"unknown external cohort {name!r}", f"use one of: {', '.join(EXTERNAL)}")
-    entry = require("SurvSet.data", "dev").SurvLoader().load_dataset(name)
-    frame = entry["df"]
-    clinical_groups, keep = EXTERNAL[name]
-    clinical_cols = {c for cols in clinical_groups.values() for c in cols}
-    genes = [c for c in frame.columns if c.startswith("num_") and c not in clinical_cols]
-    gx = frame[genes].to_numpy(float)
-    if keep != "all":
-        order = np.argsort(-gx.var(0), kind="stable")[: int(keep)]
-        genes, gx = [genes[j] for j in sorted(order)], gx[:, sorted(order)]
-    groups = gene_groups_by_correlation(gx, 6)
-    genomics = Modality("tabular", gx, np.ones(len(frame), bool), groups, [f"genes{j}" for j in range(len(groups))],
-                        names=genes)
-    clinical = _clinical_modality(frame, clinical_groups)
-    time = frame["time"].to_numpy(float)
-    card = {"source": f"SurvSet {name} ({entry['ref']})", "licence": "GPL-3.0",
-            "n": len(frame), "events": int(frame["event"].sum()), "genes": len(genes),
-            "notes": "external development cohort (icfnet devsearch, seventh pass)"}
-    return SurvivalDataset(name, frame["pid"].astype(str).to_numpy(), time, frame["event"].to_numpy(bool),
-                           {"genomics": genomics, "clinical": clinical}, card)
+    return load_survival_dataset(name)
 
 
 def dev_cohorts(subset: int = 250, semi: bool = False, semi_seed: int = 0,
