@@ -443,8 +443,11 @@ def _load_survset(name: str) -> SurvivalDataset:
 def load_survival_dataset(name: str, **kwargs: Any) -> SurvivalDataset:
     """An embedded dataset by name (``synthetic`` takes :func:`make_synthetic_multimodal` kwargs).
 
+    Names: :data:`EMBEDDED` (scikit-survival and the synthetic generator) and :data:`SURVSET` (external
+    breast cancer cohorts from the SurvSet wheel, ``trustlab[survival]``).
+
     Raises:
-        UserError: unknown name (with did-you-mean).
+        UserError: unknown name (with did-you-mean); MissingExtraError: the package holding it is missing.
     """
     if name == "synthetic":
         return make_synthetic_multimodal(**kwargs)
