@@ -426,8 +426,8 @@ def _load_survset(name: str) -> SurvivalDataset:
     genes = [c for c in frame.columns if c.startswith("num_") and c not in clinical_cols]
     gx = frame[genes].to_numpy(float)
     if keep != "all":
-        order = np.argsort(-gx.var(0), kind="stable")[: int(keep)]
-        genes, gx = [genes[j] for j in sorted(order)], gx[:, sorted(order)]
+        top = np.sort(np.argsort(-gx.var(0), kind="stable")[: int(keep)])  # highest variance, column order
+        genes, gx = [genes[j] for j in top], gx[:, top]
     groups = gene_groups_by_correlation(gx, 6)
     genomics = Modality("tabular", gx, np.ones(len(frame), bool), groups, [f"genes{j}" for j in range(len(groups))],
                         names=genes)
