@@ -32,11 +32,23 @@ app = typer.Typer(
 )
 
 #: Extra commands contributed by systems, imported only when invoked: name -> ("module:typer_app", help).
+#: One tool verb per system (see docs/design: "Tools: one verb per system").
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "protect": ("trustlab.systems.pca.cli:app", "Protect images against latent-diffusion editing (PCA)."),
+    "fed": ("trustlab.federated.cli:app", "Federated training of NADAFD / FVL-FP (in-process or Flower) [nadafd, fvlfp]."),
+    "extract": ("trustlab.systems.gfm_extraction.cli:app", "Extract a graph foundation model's encoder [gfm-extraction]."),
+    "refusal-index": ("trustlab.systems.refusal_index.cli:app", "Refusal Index of a model or endpoint [refusal-index]."),
+    "quantize": ("trustlab.systems.impq.cli:app", "Mixed-precision quantization of a causal LM [impq]."),
+    "prune": ("trustlab.systems.sepprune.cli:app", "Structured pruning of a speech separation model [sepprune]."),
+    "hijack": ("trustlab.systems.ipa_hijack.cli:hijack_app", "Adversarial image prompts against IP-Adapter [ipa-hijack]."),
+    "harden-encoder": ("trustlab.systems.ipa_hijack.cli:harden_app",
+                       "Adversarially fine-tune a CLIP image encoder [ipa-hijack]."),
+    "survival": ("trustlab.systems.icfnet.cli:app", "Fit / predict a multimodal survival model [icfnet]."),
+    "robust-train": ("trustlab.systems.uadat.cli:train_app", "Adversarially train a classifier [uadat]."),
+    "robust-eval": ("trustlab.systems.uadat.cli:eval_app", "AutoAttack evaluation of a saved model [uadat]."),
+    "protect": ("trustlab.systems.pca.cli:app", "Protect images against latent-diffusion editing [pca]."),
 }
 
-ScaleOpt = Annotated[str, typer.Option("--scale", help="smoke | default | paper")]
+ScaleOpt = Annotated[str, typer.Option("--scale", help="smoke | quick | default | paper")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (default: the config's)")]
 ProgressOpt = Annotated[
     bool | None,
@@ -241,7 +253,10 @@ def _add_extra_commands() -> None:
             module, _, attr = _target.partition(":")
             try:
                 sub = getattr(importlib.import_module(module), attr)
-            except ModuleNotFoundError as exc:
+            except (ModuleNotFoundError, AttributeError) as exc:
+                if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("trustlab"):
+                    raise UserError(f"command {_name!r} needs the package {exc.name!r}, which is not installed",
+                                    "install trustlab with its extras: pip install 'trustlab[all]'") from exc
                 raise UserError(f"command {_name!r} is not available in this version", "see trustlab --help") from exc
             sub(args=list(ctx.args), prog_name=f"trustlab {_name}", standalone_mode=False)
 

@@ -24,7 +24,7 @@ import yaml
 
 from trustlab.errors import UserError
 
-SCALES = ("smoke", "default", "paper")
+SCALES = ("smoke", "quick", "default", "paper")
 C = TypeVar("C", bound="SystemConfig")
 
 
@@ -45,10 +45,18 @@ class SystemConfig:
 
     @classmethod
     def for_scale(cls: type[C], scale: str = "default") -> C:
-        """Build the config of a scale (``smoke``, ``default`` or ``paper``)."""
+        """Build the config of a scale (``smoke``, ``quick``, ``default`` or ``paper``).
+
+        ``quick`` is the demo scale (one seed, small sizes, seconds per system); a system that defines no
+        ``quick`` preset gets its ``smoke`` preset with a single seed.
+        """
         if scale not in SCALES:
             raise UserError(f"unknown scale {scale!r}", f"use one of: {', '.join(SCALES)}")
         cfg = cls()
+        if scale == "quick" and "quick" not in cls.SCALES:
+            apply_overrides(cfg, {"seeds": [0], **cls.SCALES.get("smoke", {})}, source="scale 'quick' (smoke)")
+            cfg.seeds = cfg.seeds[:1]
+            return cfg
         apply_overrides(cfg, cls.SCALES.get(scale, {}), source=f"scale {scale!r}")
         return cfg
 

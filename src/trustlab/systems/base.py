@@ -20,6 +20,11 @@ class SystemSpec:
         run: ``"module:function"`` of ``run(cfg, ctx) -> RunRecord``.
         headline: (method, metric) or (method, metric, setting) shown in the README table.
         status: Free text for the README table (e.g. ``"reproduced"``).
+        demo: The system's tool verb(s) on an embedded asset, as command lines after ``trustlab``
+            (``{out}`` is replaced by a fresh folder), each finishing in seconds; ``make demo`` runs them
+            after ``trustlab run NAME --scale quick``.
+        key_figure: File name (under the run's ``plots/``) of the system's key figure, shown in the
+            merged report.
     """
 
     name: str
@@ -29,6 +34,8 @@ class SystemSpec:
     run: str
     headline: list[tuple[str, ...]] = field(default_factory=list)
     status: str = "implemented"
+    demo: tuple[str, ...] = ()
+    key_figure: str | None = None
 
     @staticmethod
     def _load(target: str) -> Any:
