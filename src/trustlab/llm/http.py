@@ -1,14 +1,15 @@
 """Client for any OpenAI-compatible chat-completions endpoint (vLLM, llama.cpp server, Ollama, ...).
 
 Standard library only (``urllib``). Each request has a timeout; transient failures (connection
-errors, timeouts, HTTP 429 and 5xx) are retried with exponential backoff; other HTTP errors fail at
-once. When a request still fails, :class:`~trustlab.llm.base.BackendError` carries the completions
+errors and resets, timeouts, truncated responses, HTTP 429 and 5xx) are retried with exponential
+backoff; other HTTP errors fail at once. When a request still fails, :class:`~trustlab.llm.base.BackendError` carries the completions
 of the batch that did finish, and :func:`trustlab.llm.runner.run_requests` stores them before
 re-raising, so nothing finished is lost.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -112,6 +113,8 @@ class OpenAIChatBackend(Backend):
                 last = f"timed out after {self.timeout:g} s" if timed_out else f"connection failed ({exc.reason})"
             except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
                 last = f"malformed response ({exc})"
+            except (OSError, http.client.HTTPException) as exc:  # reset / dropped / truncated mid-response
+                last = f"connection lost ({type(exc).__name__}: {exc})"
             if attempt < self.max_retries:
                 delay = self.backoff * 2**attempt
                 log.warning("%s: %s; retry %d/%d in %.1f s", self.base_url, last, attempt + 1, self.max_retries, delay)
@@ -140,6 +143,26 @@ class OpenAIChatBackend(Backend):
         if errors:
             raise BackendError(str(errors[0]), partial=results)
         return [r for r in results if r is not None]
+
+
+def list_models(base_url: str, timeout: float = 10.0, api_key: str | None = None,
+                api_key_env: str = "OPENAI_API_KEY") -> list[str]:
+    """The model ids an OpenAI-compatible server reports at ``GET {base_url}/models``.
+
+    Raises:
+        BackendError: the server cannot be reached or does not answer with a model list.
+    """
+    key = api_key if api_key is not None else os.environ.get(api_key_env)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    req = urllib.request.Request(f"{base_url.rstrip('/')}/models", headers=headers, method="GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - user-chosen endpoint
+            body = json.loads(resp.read().decode("utf-8"))
+        return [str(m["id"]) for m in body["data"]]
+    except urllib.error.HTTPError as exc:
+        raise BackendError(f"{base_url}/models: HTTP {exc.code}") from exc
+    except (OSError, http.client.HTTPException, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BackendError(f"{base_url}/models: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse(resp: dict[str, Any]) -> Completion:

@@ -45,14 +45,13 @@ def run_requests(
         try:
             comps = backend.generate([requests[i] for i in batch])
         except BackendError as exc:  # keep what finished inside the failed batch, then stop
-            for i, c in zip(batch, exc.partial, strict=False):
-                if c is not None and store is not None:
-                    store.put(requests[i], c)
+            if store is not None:
+                store.put_many([(requests[i], c) for i, c in zip(batch, exc.partial, strict=False) if c is not None])
             raise
         if len(comps) != len(batch):
             raise RuntimeError(f"backend {backend.name!r} returned {len(comps)} completions for {len(batch)} requests")
+        if store is not None:
+            store.put_many([(requests[i], c) for i, c in zip(batch, comps, strict=True)])
         for i, c in zip(batch, comps, strict=True):
-            if store is not None:
-                store.put(requests[i], c)
             out[i] = c
     return [c for c in out if c is not None]

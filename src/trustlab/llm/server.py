@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,12 +35,23 @@ class OpenAICompatServer:
         host: Interface to bind (loopback by default).
         port: Port (0 picks a free one).
         model_name: Name reported by ``/v1/models`` (default: ``backend.name``).
+        fault: Optional fault injection for tests: called with the 1-based number of each chat request
+            received; ``"reset"`` closes the connection without an answer, ``"500"`` answers HTTP 500,
+            ``None`` serves normally.
+
+    Attributes:
+        requests_received: Chat requests received (including failed ones).
+        requests_served: Chat requests answered with a completion.
     """
 
-    def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None) -> None:
+    def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None,
+                 fault: Callable[[int], str | None] | None = None) -> None:
         self.backend = backend
         self.model_name = model_name or backend.name
+        self.fault = fault
         self._lock = threading.Lock()  # one generation at a time (models are not thread-safe)
+        self._count_lock = threading.Lock()
+        self.requests_received = 0
         self.requests_served = 0
         handler = self._make_handler()
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -101,8 +113,23 @@ class OpenAICompatServer:
                 if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
                     return
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with server._count_lock:
+                    server.requests_received += 1
+                    n = server.requests_received
+                what = server.fault(n) if server.fault is not None else None
+                if what == "reset":
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(2)
+                    except OSError:
+                        pass
+                    return
+                if what == "500":
+                    self._send(500, {"error": {"message": "injected failure", "type": "server_error"}})
+                    return
                 try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                    body = json.loads(raw)
                     req = ChatRequest(messages=tuple(body["messages"]), max_tokens=int(body.get("max_tokens") or 32),
                                       temperature=float(body.get("temperature") or 0.0), seed=int(body.get("seed") or 0))
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -114,7 +141,8 @@ class OpenAICompatServer:
                 except Exception as exc:  # noqa: BLE001 - any backend failure is a 500 for the client
                     self._send(500, {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}})
                     return
-                server.requests_served += 1
+                with server._count_lock:
+                    server.requests_served += 1
                 choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": comp.text},
                                           "finish_reason": comp.finish_reason}
                 if body.get("logprobs") and comp.logprob is not None and comp.n_tokens > 0:

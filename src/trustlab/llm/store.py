@@ -71,14 +71,23 @@ class ResponseStore:
 
     def put(self, request: ChatRequest, completion: Completion, **meta: Any) -> None:
         """Append one finished answer (flushed and fsync'ed before returning)."""
-        key = self.key(request)
-        rec = {"key": key, "id": request.id, "model": self.model,
-               "request": {"messages": list(request.messages), "max_tokens": request.max_tokens,
-                           "temperature": request.temperature, "seed": request.seed},
-               "completion": completion.to_dict(), **meta}
+        self.put_many([(request, completion)], **meta)
+
+    def put_many(self, pairs: list[tuple[ChatRequest, Completion]], **meta: Any) -> None:
+        """Append finished answers in one write (flushed and fsync'ed once before returning)."""
+        if not pairs:
+            return
+        lines = []
+        for request, completion in pairs:
+            rec = {"key": self.key(request), "id": request.id, "model": self.model,
+                   "request": {"messages": list(request.messages), "max_tokens": request.max_tokens,
+                               "temperature": request.temperature, "seed": request.seed},
+                   "completion": completion.to_dict(), **meta}
+            lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fh.write("".join(lines))
             fh.flush()
             os.fsync(fh.fileno())
-        self._done[key] = completion
+        for request, completion in pairs:
+            self._done[self.key(request)] = completion
