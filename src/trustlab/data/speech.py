@@ -7,7 +7,8 @@ Data card
   word gap and speaking rate, reading English sentences taken from CPython's bundled
   ``pydoc_data.topics`` (PSF licence). Synthesized at 22,050 Hz, resampled to 8 kHz with
   ``scipy.signal.resample_poly``. Synthetic speech, *not* real speech; espeak-ng is GPL-3, its
-  output is unencumbered. espeak-ng is deterministic, so a seed fixes the corpus exactly.
+  output is unencumbered. espeak-ng runs with a pinned PulseAudio runtime folder
+  (:func:`espeak_env`), which makes its output deterministic, so a seed fixes the corpus exactly.
 - **formant pseudo-speech** (the fallback when espeak-ng is absent): a NumPy source-filter
   synthesizer (glottal pulse train at a speaker-specific pitch, vowel formants scaled by a
   speaker-specific vocal-tract factor, noise bursts for consonants). Crude but speech-like in the
@@ -28,6 +29,7 @@ scaled so the mixture has RMS 0.1. Every mixture ``i`` of a set is a pure functi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -166,6 +168,23 @@ def resample(x: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
     return resample_poly(x, target // g, rate // g).astype(np.float32)
 
 
+def espeak_env(runtime_dir: str | Path) -> dict[str, str]:
+    """The environment espeak-ng runs in: ours, with PulseAudio's runtime folder pinned to ``runtime_dir``.
+
+    Why: espeak-ng links libpulse (through pcaudiolib) and initializes it even when it only writes a
+    WAV file. When libpulse finds no runtime folder (a fresh ``$HOME``, or ``/tmp`` cleaned since), it
+    creates ``/tmp/pulse-<random>`` and re-seeds the C library's ``rand()`` on the way; espeak-ng's
+    breathy variants (``f2``, ``f3``, ``f5``, ...) draw their aspiration noise from ``rand()``, so the
+    *first* synthesis on a fresh machine came out different from every later one. With an existing,
+    private runtime folder libpulse creates nothing and ``rand()`` keeps its fixed default seed, so the
+    output is a pure function of the text and the voice.
+    """
+    env = dict(os.environ)
+    env["PULSE_RUNTIME_PATH"] = str(runtime_dir)
+    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    return env
+
+
 def synthesize_espeak(text: str, speaker: PseudoSpeaker, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Speak ``text`` with espeak-ng as ``speaker``; float32 at ``sample_rate``.
 
@@ -178,7 +197,11 @@ def synthesize_espeak(text: str, speaker: PseudoSpeaker, sample_rate: int = SAMP
         out = Path(tmp) / "u.wav"
         cmd = ["espeak-ng", "-v", speaker.voice, "-p", str(speaker.pitch), "-g", str(speaker.word_gap),
                "-s", str(speaker.speed), "-w", str(out), text]
-        res = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+        try:
+            res = subprocess.run(cmd, capture_output=True, timeout=120, check=False, env=espeak_env(tmp))
+        except subprocess.TimeoutExpired as exc:
+            raise UserError(f"espeak-ng took over 120 s for voice {speaker.voice!r}",
+                            "check that espeak-ng runs (`espeak-ng -w /tmp/x.wav hello`)") from exc
         if res.returncode != 0 or not out.is_file():
             raise UserError(f"espeak-ng failed for voice {speaker.voice!r}: {res.stderr.decode()[:200]}",
                             "check `espeak-ng --voices`")

@@ -33,9 +33,9 @@ log = get_logger(__name__)
 
 
 def corpus_recipe(cfg: Config) -> dict[str, object]:
-    """What determines the synthetic corpus (its cache key)."""
+    """What determines the synthetic corpus (its cache key; v2: espeak-ng made deterministic on first runs)."""
     source = cfg.source if cfg.source != "auto" else ("espeak" if espeak_available() else "formant")
-    return {"v": 1, "source": source, "n_speakers": cfg.n_speakers,
+    return {"v": 2, "source": source, "n_speakers": cfg.n_speakers,
             "sentences_per_speaker": cfg.sentences_per_speaker, "seed": cfg.data_seed}
 
 
