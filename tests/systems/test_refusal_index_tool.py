@@ -212,3 +212,59 @@ def test_unknown_served_model_name_is_refused(server: OpenAICompatServer, tmp_pa
     assert _run("--base-url", server.base_url, "--model-name", "gpt-9", "--data", "embedded",
                 "--out", str(tmp_path / "o")) == 2
     assert "toy-served" in capsys.readouterr().err
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "src/trustlab/systems/refusal_index/examples"
+PASS1 = EXAMPLES / "samples_factqa_refusal_2026-01-01T00-00-00.jsonl"
+PASS2 = EXAMPLES / "samples_factqa_forced_2026-01-01T00-00-00.jsonl"
+
+
+def test_from_harness_samples_equals_the_counts_of_the_two_files(tmp_path: Path) -> None:
+    from trustlab.metrics.refusal import refusal_index_from_counts
+
+    out = tmp_path / "h"
+    assert _run("--from-samples", str(PASS1), str(PASS2), "--out", str(out)) == 0
+    r = _report(out)["results"]["pass1"]
+    p1 = [json.loads(x) for x in PASS1.read_text().splitlines()]
+    p2 = {json.loads(x)["doc_id"]: json.loads(x) for x in PASS2.read_text().splitlines()}
+    refused = [d["filtered_resps"][0] == "I don't know." for d in p1]  # the toy's refusal text
+    correct1 = [d["exact_match"] == 1.0 for d in p1]
+    wrong = [p2[d["doc_id"]]["exact_match"] == 0.0 if rf else not c for d, rf, c in zip(p1, refused, correct1, strict=True)]
+    n11 = sum(a and b for a, b in zip(refused, wrong, strict=True))
+    n10 = sum(a and not b for a, b in zip(refused, wrong, strict=True))
+    n01 = sum(not a and b for a, b in zip(refused, wrong, strict=True))
+    n00 = sum(not a and not b for a, b in zip(refused, wrong, strict=True))
+    assert r["counts_n11_n10_n01_n00"] == [n11, n10, n01, n00]
+    assert r["ri"] == pytest.approx(refusal_index_from_counts(n11, n10, n01, n00, n_boot=0).ri)
+    # the harness's own metric gives the same grades here (exact-match answers)
+    out2 = tmp_path / "m"
+    assert _run("--from-samples", str(PASS1), str(PASS2), "--out", str(out2), "--correct-metric", "exact_match") == 0
+    assert _report(out2)["results"]["pass1"]["counts_n11_n10_n01_n00"] == r["counts_n11_n10_n01_n00"]
+
+
+def test_from_samples_bad_files_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"x": 1}\n')
+    assert _run("--from-samples", str(bad), str(PASS2), "--out", str(tmp_path / "o")) == 2
+    assert "not an lm-evaluation-harness sample" in capsys.readouterr().err
+    first = tmp_path / "p2.jsonl"
+    first.write_text(PASS2.read_text().splitlines()[0] + "\n")  # forced answers missing for most refusals
+    assert _run("--from-samples", str(PASS1), str(first), "--out", str(tmp_path / "o")) == 2
+    assert "have no forced answer" in capsys.readouterr().err
+    assert _run("--from-samples", str(PASS1), str(PASS2), "--out", str(tmp_path / "o"), "--harness-filter", "x") == 2
+
+
+def test_local_hf_model_by_path(tmp_path: Path) -> None:
+    from trustlab.llm.tiny import tiny_chat_model
+
+    model, tok = tiny_chat_model(seed=0)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    out = tmp_path / "ri"
+    assert _run("--model", str(tmp_path / "m"), "--data", "embedded", "--limit", "6", "--max-tokens", "3",
+                "--out", str(out)) == 0
+    rep = _report(out)
+    assert rep["model"] == str((tmp_path / "m").resolve()) and rep["n_questions"] == 6
+    r = rep["results"]["standard"]
+    # a random tiny LM refuses nothing: RI is undefined, with the reason, never a number
+    assert r["ri_undefined_reason"] and r["refusal_rate"] == 0.0 and "ece_conf" in r
