@@ -44,6 +44,9 @@ __all__ = [
     "load_survival_csv",
     "load_survival_dataset",
     "make_synthetic_multimodal",
+    "dataset_to_frame",
+    "frame_layout",
+    "frame_to_dataset",
 ]
 
 EMBEDDED = ("synthetic", "breast_cancer", "gbsg2", "whas500", "veterans", "aids")
@@ -62,6 +65,8 @@ class Modality:
         group_names: Names of the groups.
         mask: Bags only: (n, N) True for real patches.
         names: Column names (tabular) or None.
+        info: Free-form facts about how the modality was read (e.g. the patch cap and how many
+            bags it truncated), carried into reports.
     """
 
     kind: str
@@ -71,6 +76,7 @@ class Modality:
     group_names: list[str] = field(default_factory=list)
     mask: np.ndarray | None = None
     names: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("tabular", "bag"):
@@ -99,7 +105,7 @@ class Modality:
     def subset(self, idx: np.ndarray) -> Modality:
         """Rows ``idx``."""
         return Modality(self.kind, self.x[idx], self.present[idx], self.groups, self.group_names,
-                        None if self.mask is None else self.mask[idx], self.names)
+                        None if self.mask is None else self.mask[idx], self.names, self.info)
 
 
 @dataclass
@@ -141,6 +147,24 @@ class SurvivalDataset:
 
     def __len__(self) -> int:
         return int(self.ids.size)
+
+    @property
+    def shape(self) -> tuple[int]:
+        """``(n_patients,)``: lets scikit-learn count and split a dataset (``cross_val_score``, ``GridSearchCV``)."""
+        return (int(self.ids.size),)
+
+    def __getitem__(self, idx: Any) -> SurvivalDataset:
+        """Patients ``idx`` (integer or boolean index array, or a slice): the indexing scikit-learn uses."""
+        if isinstance(idx, tuple) and len(idx) == 2 and idx[1] is Ellipsis:  # array[key, ...]
+            idx = idx[0]
+        if isinstance(idx, slice):
+            idx = np.arange(len(self))[idx]
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1:
+            raise IndexError("index a SurvivalDataset with a 1-d array of patient positions")
+        return self.subset(idx)
 
     def subset(self, idx: np.ndarray) -> SurvivalDataset:
         """Patients ``idx`` (a new dataset)."""
@@ -547,15 +571,21 @@ def load_patch_bags(
     rng = np.random.default_rng(seed)
     feats: dict[str, np.ndarray] = {}
     dim = None
+    truncated, largest = 0, 0
     for i in matched:
         a = _read_patch_file(files[i])
         if dim is None:
             dim = a.shape[1]
         elif a.shape[1] != dim:
             raise UserError(f"patch features of {i!r} have dim {a.shape[1]}, others {dim}", "use one feature extractor for all slides")
+        largest = max(largest, a.shape[0])
         if max_patches is not None and a.shape[0] > max_patches:
             a = a[np.sort(rng.choice(a.shape[0], max_patches, replace=False))]
+            truncated += 1
         feats[i] = a
+    if truncated:
+        log.warning("%d of %d patch bag(s) exceed max_patches=%s and were subsampled (largest: %d patches)",
+                    truncated, len(feats), max_patches, largest)
     n_max = max(a.shape[0] for a in feats.values())
     x = np.zeros((len(ids), n_max, dim), dtype=np.float32)
     mask = np.zeros((len(ids), n_max), dtype=bool)
@@ -564,7 +594,8 @@ def load_patch_bags(
             k = feats[i].shape[0]
             x[r, :k] = feats[i]
             mask[r, :k] = True
-    return Modality("bag", x, np.array([i in feats for i in ids]), mask=mask)
+    info = {"max_patches": max_patches, "bags": len(feats), "truncated_bags": truncated, "largest_bag": largest}
+    return Modality("bag", x, np.array([i in feats for i in ids]), mask=mask, info=info)
 
 
 def _read_csv(path: str | Path, what: str) -> Any:
@@ -677,3 +708,211 @@ def load_survival_csv(
         mods["pathology"] = load_patch_bags(patch_dir, ids, max_patches=max_patches)
     card = {"source": str(clinical_csv), "n": len(ids), "events": int(event.sum())}
     return SurvivalDataset(name, ids, time, event.astype(bool), mods, card)
+
+
+# ---------------------------------------------------------------------------------------------
+# pandas layout (the scikit-survival-style X of the estimators)
+#
+# One row per patient (the index = patient ids). A column named ``"<modality>/<column>"`` is a
+# feature of tabular modality ``<modality>``; ``"<modality>/<group>/<column>"`` also names its token
+# group; a plain ``"<column>"`` belongs to ``clinical``. Numeric, boolean and categorical columns are
+# allowed (categoricals are one-hot encoded with the levels seen at fit). NaN in every column of a
+# modality = the patient lacks that modality; NaN in some of them = that value is imputed by the
+# training mean. An object column whose cells are 2-d ``(n_patches, dim)`` arrays (None = no slide)
+# is a bag modality named after the column, e.g. ``"pathology"``.
+
+FRAME_SEP = "/"
+
+
+def _is_bag_column(col: Any) -> bool:
+    if col.dtype != object:
+        return False
+    for v in col:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        return isinstance(v, np.ndarray) or hasattr(v, "shape")
+    return False
+
+
+def _split_name(name: Any) -> tuple[str, str | None, str]:
+    parts = str(name).split(FRAME_SEP)
+    if len(parts) == 1:
+        return "clinical", None, parts[0]
+    if len(parts) == 2:
+        return parts[0], None, parts[1]
+    return parts[0], parts[1], FRAME_SEP.join(parts[2:])
+
+
+def _encode_column(col: Any, levels: list[str] | None) -> np.ndarray:
+    """(n, k) float values of one column: numeric as is (NaN kept), categorical one-hot (drop the first level)."""
+    import pandas as pd
+
+    if levels is None:
+        v = pd.to_numeric(col, errors="coerce").to_numpy(float)
+        bad = np.isnan(v) & col.notna().to_numpy()
+        if bad.any():
+            raise UserError(f"column {col.name!r} mixes numbers and text (e.g. {col[bad].iloc[0]!r})",
+                            "store numbers only or make the column categorical")
+        return v[:, None]
+    s = col.astype(object)
+    na = s.isna().to_numpy()
+    text = s.astype(str).to_numpy()
+    out = np.stack([(text == lv).astype(float) for lv in levels[1:]], axis=1) if len(levels) > 1 else np.zeros((len(s), 0))
+    out[na] = np.nan
+    return out
+
+
+def frame_layout(frame: Any, gene_groups: int = 6) -> dict[str, Any]:
+    """The layout of a patient x feature DataFrame (fitted on training data, applied by :func:`frame_to_dataset`).
+
+    Args:
+        frame: The DataFrame (see the module comment above for the column naming).
+        gene_groups: A ``genomics`` modality given without group names is cut into this many
+            correlation clusters of the training patients (1 = a single token).
+
+    Returns:
+        JSON-able dict: ``tabular`` (per modality: its columns, categorical levels, encoded feature
+        names, token groups) and ``bags`` (column and feature dim per bag modality).
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise UserError(f"X must be a pandas DataFrame or a SurvivalDataset, got {type(frame).__name__}",
+                        "see trustlab.data.survival.frame_to_dataset for the column layout")
+    if frame.shape[0] == 0:
+        raise UserError("X has no rows", "pass at least one patient")
+    tab: dict[str, dict[str, Any]] = {}
+    bags: dict[str, dict[str, Any]] = {}
+    for name in frame.columns:
+        col = frame[name]
+        if _is_bag_column(col):
+            dims = {np.asarray(v).shape[-1] for v in col if v is not None and not (isinstance(v, float) and np.isnan(v))}
+            if len(dims) != 1:
+                raise UserError(f"bag column {name!r} holds patch features of dims {sorted(dims)}",
+                                "use one feature extractor for every slide")
+            bags[str(name)] = {"column": str(name), "dim": int(dims.pop())}
+            continue
+        mod, group, short = _split_name(name)
+        entry = tab.setdefault(mod, {"columns": [], "levels": {}, "features": [], "col_group": []})
+        categorical = col.dtype == object or isinstance(col.dtype, pd.CategoricalDtype)
+        if col.dtype == object:  # object columns of numbers are numeric
+            conv = pd.to_numeric(col, errors="coerce")
+            categorical = bool((conv.isna() & col.notna()).any())
+        levels = sorted(col.dropna().astype(str).unique().tolist()) if categorical else None
+        if levels is not None:
+            entry["levels"][str(name)] = levels
+            feats = [f"{short}={lv}" for lv in levels[1:]]
+        else:
+            feats = [short]
+        entry["columns"].append(str(name))
+        entry["features"] += feats
+        entry["col_group"] += [group] * len(feats)
+    for mod, entry in tab.items():
+        cg = entry.pop("col_group")
+        if not entry["features"]:
+            raise UserError(f"modality {mod!r} has no usable feature (only single-level categoricals)", "drop it")
+        if any(g is not None for g in cg):
+            names = list(dict.fromkeys("other" if g is None else g for g in cg))
+            entry["groups"] = [[j for j, g in enumerate(cg) if ("other" if g is None else g) == gn] for gn in names]
+            entry["group_names"] = names
+        elif mod == "genomics" and gene_groups > 1 and len(cg) > 1:
+            x = _encode_tabular(frame, entry)
+            rows = ~np.isnan(x).any(1)
+            if rows.sum() < 3:
+                raise UserError("fewer than 3 patients have complete genomics", "add genomic profiles or drop the modality")
+            entry["groups"] = gene_groups_by_correlation(x[rows], min(gene_groups, len(cg)))
+            entry["group_names"] = [f"genes{j}" for j in range(len(entry["groups"]))]
+        else:
+            entry["groups"] = [list(range(len(cg)))]
+            entry["group_names"] = [mod]
+    if not tab and not bags:
+        raise UserError("X has no feature column", "add clinical, genomics or patch-bag columns")
+    return {"tabular": tab, "bags": bags}
+
+
+def _encode_tabular(frame: Any, entry: dict[str, Any]) -> np.ndarray:
+    missing = [c for c in entry["columns"] if c not in frame.columns]
+    if missing:
+        raise UserError(f"X has no column {missing[0]!r} (the model was fitted with it)",
+                        "pass the same columns as at fit (NaN where a value is unknown)")
+    parts = [_encode_column(frame[c], entry["levels"].get(c)) for c in entry["columns"]]
+    return np.concatenate(parts, axis=1)
+
+
+def frame_to_dataset(
+    frame: Any, layout: dict[str, Any], time: Any = None, event: Any = None, max_patches: int | None = None,
+    seed: int = 0, name: str = "frame",
+) -> SurvivalDataset:
+    """A :class:`SurvivalDataset` from a DataFrame in the layout ``layout`` (see :func:`frame_layout`).
+
+    Args:
+        frame: One row per patient (index = ids).
+        layout: From :func:`frame_layout` on the training data.
+        time, event: Labels (None = placeholders for prediction: time 1, censored).
+        max_patches: Cap on patches per bag; larger bags are subsampled without replacement
+            (seeded per patient id, so the same patient keeps the same patches in every split).
+        seed: Seed of that subsampling.
+        name: Dataset name.
+    """
+    import zlib
+
+    n = frame.shape[0]
+    ids = np.asarray(frame.index).astype(str)
+    mods: dict[str, Modality] = {}
+    for mod, entry in layout["tabular"].items():
+        x = _encode_tabular(frame, entry)
+        present = ~np.isnan(x).all(1)
+        mods[mod] = Modality("tabular", np.where(present[:, None], x, 0.0), present, entry["groups"],
+                             entry["group_names"], names=list(entry["features"]))
+    for mod, entry in layout["bags"].items():
+        if entry["column"] not in frame.columns:
+            raise UserError(f"X has no bag column {entry['column']!r} (the model was fitted with it)",
+                            "pass it (None for patients without a slide)")
+        cells = []
+        truncated = 0
+        for pid, v in zip(ids, frame[entry["column"]], strict=True):
+            if v is None or (isinstance(v, float) and np.isnan(v)):
+                cells.append(None)
+                continue
+            a = np.asarray(v, dtype=np.float32)
+            if a.ndim != 2 or a.shape[1] != entry["dim"] or a.shape[0] == 0:
+                raise UserError(f"patch features of patient {pid!r} have shape {a.shape}",
+                                f"expected (n_patches, {entry['dim']}) with n_patches >= 1")
+            if max_patches is not None and a.shape[0] > max_patches:
+                rng = np.random.default_rng([seed, zlib.crc32(pid.encode())])
+                a = a[np.sort(rng.choice(a.shape[0], max_patches, replace=False))]
+                truncated += 1
+            cells.append(a)
+        n_max = max([c.shape[0] for c in cells if c is not None], default=1)
+        xb = np.zeros((n, n_max, entry["dim"]), np.float32)
+        mask = np.zeros((n, n_max), bool)
+        for r, c in enumerate(cells):
+            if c is not None:
+                xb[r, : c.shape[0]] = c
+                mask[r, : c.shape[0]] = True
+        present = np.array([c is not None for c in cells])
+        mods[mod] = Modality("bag", xb, present, mask=mask,
+                             info={"max_patches": max_patches, "bags": int(present.sum()), "truncated_bags": truncated})
+    t = np.ones(n) if time is None else np.asarray(time, float)
+    e = np.zeros(n, bool) if event is None else np.asarray(event, bool)
+    return SurvivalDataset(name, ids, t, e, mods, {"source": "DataFrame", "n": n})
+
+
+def dataset_to_frame(data: SurvivalDataset) -> Any:
+    """The DataFrame layout of a dataset: ``"<modality>/<group>/<column>"`` columns (NaN where the
+    modality is missing) and one object column per bag modality (a (n_patches, dim) array or None)."""
+    import pandas as pd
+
+    cols: dict[str, Any] = {}
+    for m, mod in data.modalities.items():
+        if mod.kind == "tabular":
+            names = mod.names or [f"x{j}" for j in range(mod.dim)]
+            for g, gname in zip(mod.groups, mod.group_names, strict=True):
+                for j in g:
+                    cols[f"{m}{FRAME_SEP}{gname}{FRAME_SEP}{names[j]}"] = np.where(mod.present, mod.x[:, j], np.nan)
+        else:
+            cols[m] = pd.Series([mod.x[i, mod.mask[i]] if mod.present[i] else None for i in range(len(data))],
+                                dtype=object)
+    frame = pd.DataFrame({k: (v.to_numpy() if hasattr(v, "to_numpy") else v) for k, v in cols.items()})
+    frame.index = pd.Index(data.ids, name="patient_id")
+    return frame

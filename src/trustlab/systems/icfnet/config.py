@@ -51,7 +51,8 @@ class Config(SystemConfig):
         deepsurv_lr: Adam learning rate of DeepSurv (None = ``lr``).
         early_fusion_lr: Adam learning rate of the early-fusion MLP (None = ``lr``).
         weight_decay: Adam weight decay.
-        ot_iters: Sinkhorn iterations.
+        ot_iters: Sinkhorn iterations (the maximum when ``ot_tol > 0``).
+        ot_tol: Sinkhorn stopping threshold (POT's ``stopThr``; 0 = exactly ``ot_iters`` iterations).
         cox_alpha: Ridge penalty of CoxPH.
         rsf_trees: Trees of the random survival forest.
         risk_groups: Risk groups of the Kaplan-Meier plot (tertiles by default).
@@ -86,6 +87,7 @@ class Config(SystemConfig):
     early_fusion_lr: float | None = 3e-3
     weight_decay: float = 1e-3
     ot_iters: int = 5
+    ot_tol: float = 0.0
     cox_alpha: float = 10.0
     rsf_trees: int = 50
     risk_groups: int = 3

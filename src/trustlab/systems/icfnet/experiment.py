@@ -59,7 +59,7 @@ def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
                  val_metric=cfg.val_metric, balanced_sampler=cfg.balanced_sampler,
                  swa=cfg.swa, head_init=cfg.head_init)
     icf_kw = dict(nn_kw, d=cfg.icf_d or cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
-                  dropout=cfg.dropout, ot_iters=cfg.ot_iters, tokens=cfg.tokens, token_dropout=cfg.token_dropout)
+                  dropout=cfg.dropout, ot_iters=cfg.ot_iters, ot_tol=cfg.ot_tol, tokens=cfg.tokens, token_dropout=cfg.token_dropout)
     ds_kw = dict(nn_kw, lr=cfg.deepsurv_lr or cfg.lr)
     ef_kw = dict(nn_kw, lr=cfg.early_fusion_lr or cfg.lr)
     table: dict[str, Callable[[], Any]] = {
@@ -96,7 +96,7 @@ def fold_metrics(model: Any, train: SurvivalDataset, test: SurvivalDataset) -> d
     if times.size >= 2:
         try:
             out["td_auc"] = cumulative_dynamic_auc(train.time, train.event, test.time, test.event, risk, times)[1]
-            surv = model.predict_survival_function(test, times)
+            surv = model.predict_survival_function(test, times=times)
             out["ibs"] = integrated_brier_score(train.time, train.event, test.time, test.event, surv, times)
         except ValueError as exc:
             log.debug("time-dependent metrics skipped: %s", exc)

@@ -152,11 +152,17 @@ def cox_ph_loss(risk: Tensor, time: Tensor, event: Tensor) -> Tensor:
 
 def sinkhorn_unbalanced(
     cost: Tensor, a: Tensor, b: Tensor, reg: float = 0.1, reg_m: float = 0.5, n_iter: int = 100,
+    tol: float = 0.0,
 ) -> Tensor:
     """Batched entropic *unbalanced* OT plan (KL-relaxed marginals), Sinkhorn-Knopp scaling.
 
-    Same iteration as POT's ``ot.unbalanced.sinkhorn_knopp_unbalanced`` (uniform init
-    ``u = 1/n, v = 1/m``; ``u = (a / K v)^f``, ``v = (b / K^T u)^f`` with ``f = reg_m / (reg_m + reg)``).
+    The iteration of POT's ``ot.unbalanced.sinkhorn_knopp_unbalanced`` as the official code called it
+    (POT < 0.9.4: entropy regulariser ``K = exp(-C / reg)``, i.e. ``reg_type="entropy"`` in newer POT;
+    ``u = (a / K v)^f``, ``v = (b / K^T u)^f`` with ``f = reg_m / (reg_m + reg)``, init ``u = 1/n, v = 1/m``).
+    With ``tol > 0`` it stops at POT's criterion (mean of the relative sup-changes of ``u`` and ``v``
+    below ``tol``, for every problem of the batch); the official call used POT's defaults
+    (``numItermax=1000, stopThr=1e-6``), i.e. ``n_iter=1000, tol=1e-6``. The converged plan does not
+    depend on the initialisation, so it equals POT's.
 
     Args:
         cost: (B, n, m) cost matrices.
@@ -164,7 +170,8 @@ def sinkhorn_unbalanced(
         b: (B, m) target masses.
         reg: Entropic regularisation.
         reg_m: Marginal relaxation (KL weight).
-        n_iter: Iterations.
+        n_iter: Iterations (the maximum when ``tol > 0``).
+        tol: Stopping threshold (0 = run all ``n_iter`` iterations).
 
     Returns:
         (B, n, m) transport plans.
@@ -176,10 +183,16 @@ def sinkhorn_unbalanced(
     u = torch.ones_like(a) / a.shape[1]
     v = torch.ones_like(b) / b.shape[1]
     for _ in range(n_iter):
+        u_prev, v_prev = u, v
         kv = (kmat * v.unsqueeze(1)).sum(2)
         u = (a / kv.clamp(min=1e-30)).pow(f)
         ktu = (kmat * u.unsqueeze(2)).sum(1)
         v = (b / ktu.clamp(min=1e-30)).pow(f)
+        if tol > 0:
+            err_u = (u - u_prev).abs().amax(1) / torch.maximum(u.abs().amax(1), u_prev.abs().amax(1)).clamp(min=1.0)
+            err_v = (v - v_prev).abs().amax(1) / torch.maximum(v.abs().amax(1), v_prev.abs().amax(1)).clamp(min=1.0)
+            if float((0.5 * (err_u + err_v)).max()) < tol:
+                break
     return u.unsqueeze(2) * kmat * v.unsqueeze(1)
 
 

@@ -25,13 +25,15 @@ import contextlib
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
-from trustlab.data.survival import SurvivalDataset
+from trustlab.data.survival import SurvivalDataset, frame_layout, frame_to_dataset
 from trustlab.errors import UserError
 from trustlab.metrics.survival import harrell_c_index
 from trustlab.systems.icfnet.losses import (
@@ -50,6 +52,8 @@ from trustlab.utils.logging import get_logger
 log = get_logger(__name__)
 
 __all__ = ["ICFNet", "ICFNetModule", "NeuralSurvivalEstimator", "as_time_event"]
+
+MODEL_FORMAT = "trustlab.icfnet/1"
 
 Batch = dict[str, dict[str, Tensor]]
 
@@ -137,7 +141,8 @@ class GroupedSNN(nn.Module):
         return self.drop(self.act(torch.einsum("bgi,gid->bgd", h, self.w2) + self.b2))
 
 
-def ot_coattention(queries: Tensor, patches: Tensor, mask: Tensor, reg: float, reg_m: float, n_iter: int) -> Tensor:
+def ot_coattention(queries: Tensor, patches: Tensor, mask: Tensor, reg: float, reg_m: float, n_iter: int,
+                   tol: float = 0.0) -> Tensor:
     """Pathology tokens guided by ``queries`` via an unbalanced OT plan (cost detached).
 
     Args:
@@ -146,7 +151,8 @@ def ot_coattention(queries: Tensor, patches: Tensor, mask: Tensor, reg: float, r
         mask: (B, N) real patches.
         reg: Entropic regularisation.
         reg_m: Marginal relaxation.
-        n_iter: Sinkhorn iterations.
+        n_iter: Sinkhorn iterations (the maximum when ``tol > 0``).
+        tol: Sinkhorn stopping threshold (POT's ``stopThr``; 0 = fixed ``n_iter``).
 
     Returns:
         (B, M, d) = ``M * pi^T P`` (the plan's columns carry mass ~1/M; we rescale by M, see README).
@@ -159,7 +165,7 @@ def ot_coattention(queries: Tensor, patches: Tensor, mask: Tensor, reg: float, r
         n_real = mask.sum(1, keepdim=True).clamp(min=1).float()
         a = mask.float() / n_real
         b = torch.full(q.shape[:2], 1.0 / q.shape[1], device=q.device)
-        plan = sinkhorn_unbalanced(cost, a, b, reg=reg, reg_m=reg_m, n_iter=n_iter)
+        plan = sinkhorn_unbalanced(cost, a, b, reg=reg, reg_m=reg_m, n_iter=n_iter, tol=tol)
     return queries.shape[1] * torch.einsum("bnm,bnd->bmd", plan, patches)
 
 
@@ -185,15 +191,17 @@ class ICFNetModule(nn.Module):
         coattention: ``"ot"`` (OT-guided pathology tokens) or ``"none"`` (no guided streams).
         ot_reg: Sinkhorn entropic regularisation.
         ot_reg_m: Sinkhorn marginal relaxation.
-        ot_iters: Sinkhorn iterations.
+        ot_iters: Sinkhorn iterations (the maximum when ``ot_tol > 0``).
         token_dropout: Training-time probability of zeroing a whole tabular token (per patient).
+        ot_tol: Sinkhorn stopping threshold (POT's ``stopThr``; 0 = exactly ``ot_iters`` iterations).
     """
 
     def __init__(
         self, tabular: dict[str, list[int]], bag_dim: int | None, bag_name: str = "pathology", n_bins: int = 4,
         d: int = 32, heads: int = 2, layers: int = 1, fusion_layers: int = 1, dropout: float = 0.25,
         use_rod: bool = True, fusion: str = "ufm", coattention: str = "ot",
-        ot_reg: float = 0.1, ot_reg_m: float = 0.5, ot_iters: int = 50, token_dropout: float = 0.0,
+        ot_reg: float = 0.1, ot_reg_m: float = 0.5, ot_iters: int = 1000, token_dropout: float = 0.0,
+        ot_tol: float = 1e-6,
     ) -> None:
         super().__init__()
         if not tabular and bag_dim is None:
@@ -201,7 +209,7 @@ class ICFNetModule(nn.Module):
         self.tab_names = list(tabular)
         self.bag_name = bag_name if bag_dim is not None else None
         self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
-        self.ot = (ot_reg, ot_reg_m, ot_iters)
+        self.ot = (ot_reg, ot_reg_m, ot_iters, ot_tol)
         self.token_dropout = token_dropout
         self.tab_enc = nn.ModuleDict({m: GroupedSNN(sizes, d, dropout) for m, sizes in tabular.items()})
         self.streams = nn.ModuleDict({m: Stream(d, heads, layers, dropout) for m in self.tab_names})
@@ -298,7 +306,11 @@ def as_time_event(y: Any, X: SurvivalDataset | None = None) -> tuple[np.ndarray,
             raise UserError("no survival labels given", "pass y=(time, event) or a SurvivalDataset")
         return X.time, X.event
     if isinstance(y, np.ndarray) and y.dtype.names:
-        ev, t = y.dtype.names[:2]
+        names = y.dtype.names
+        if len(names) != 2:
+            raise UserError(f"y has fields {names}", "use sksurv.util.Surv.from_arrays(event, time)")
+        ev = next((f for f in names if y.dtype[f] == np.bool_), names[0])  # sksurv: (event: bool, time: float)
+        t = names[1] if ev == names[0] else names[0]
         return np.ascontiguousarray(y[t], dtype=float), np.ascontiguousarray(y[ev], dtype=bool)
     if isinstance(y, (tuple, list)) and len(y) == 2:
         return np.ascontiguousarray(y[0], dtype=float), np.ascontiguousarray(y[1], dtype=bool)
@@ -317,7 +329,11 @@ class Standardizer:
                 x = mod.x[mod.present] if mod.present.any() else mod.x
             else:
                 x = mod.x[mod.mask] if mod.mask.any() else mod.x.reshape(-1, mod.dim)
-            mu, sd = x.mean(0), x.std(0)
+            if np.isnan(x).any():  # partly observed columns (DataFrame input): statistics of the observed values
+                with np.errstate(all="ignore"):
+                    mu, sd = np.nan_to_num(np.nanmean(x, 0)), np.nan_to_num(np.nanstd(x, 0))
+            else:
+                mu, sd = x.mean(0), x.std(0)
             self.stats_[m] = (mu, np.where(sd > 1e-8, sd, 1.0))
         return self
 
@@ -329,7 +345,7 @@ class Standardizer:
             mu, sd = self.stats_[m]
             x = (mod.x - mu) / sd
             if mod.kind == "tabular":
-                x = np.where(mod.present[:, None], x, 0.0)
+                x = np.where(mod.present[:, None], np.nan_to_num(x), 0.0)  # unobserved value -> training mean
                 dmax = max(len(g) for g in mod.groups)
                 grouped = np.zeros((x.shape[0], len(mod.groups), dmax), dtype=np.float32)
                 for j, g in enumerate(mod.groups):
@@ -365,10 +381,15 @@ def _index_batch(batch: Batch, idx: Tensor) -> Batch:
 # estimators
 
 
-class NeuralSurvivalEstimator(ABC):
-    """sklearn-style base of the neural survival models (discrete-time hazard or Cox head).
+class NeuralSurvivalEstimator(BaseEstimator, ABC):
+    """scikit-survival-style base of the neural survival models (discrete-time hazard or Cox head).
 
     Subclasses implement :meth:`_build` (the network) and may override :meth:`_loss`.
+
+    ``X`` is a :class:`~trustlab.data.survival.SurvivalDataset` or a pandas DataFrame in the layout of
+    :func:`~trustlab.data.survival.frame_to_dataset` (``"<modality>/<column>"`` columns, bag columns of
+    per-patient patch arrays); ``y`` is a structured (event, time) array (``sksurv.util.Surv``) and may
+    be omitted for a dataset (its own labels are used).
 
     Args:
         n_bins: Discrete time bins K (quartiles of training event times by default).
@@ -403,6 +424,18 @@ class NeuralSurvivalEstimator(ABC):
         random_state: int = 0, device: str = "cpu", val_fraction: float = 0.0, patience: int = 10,
         refit: bool = True, val_metric: str = "loss", swa: float = 0.0, head_init: bool = False,
     ) -> None:
+        self.val_fraction, self.patience, self.refit, self.val_metric = val_fraction, patience, refit, val_metric
+        self.swa, self.head_init = swa, head_init
+        self.n_bins, self.loss, self.alpha, self.beta = n_bins, loss, alpha, beta
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Range checks (run at construction and again at fit, after any ``set_params``)."""
+        n_bins, loss, alpha, beta = self.n_bins, self.loss, self.alpha, self.beta
+        epochs, batch_size, lr, weight_decay = self.epochs, self.batch_size, self.lr, self.weight_decay
+        val_fraction, patience, val_metric, swa = self.val_fraction, self.patience, self.val_metric, self.swa
         if n_bins < 2:
             raise ValueError("n_bins must be >= 2")
         if loss not in ("bnll", "nll", "cox"):
@@ -417,11 +450,6 @@ class NeuralSurvivalEstimator(ABC):
             raise ValueError(f"val_metric must be 'cindex' or 'loss', got {val_metric!r}")
         if not 0.0 <= swa <= 1.0:
             raise ValueError(f"swa must be in [0, 1], got {swa}")
-        self.val_fraction, self.patience, self.refit, self.val_metric = val_fraction, patience, refit, val_metric
-        self.swa, self.head_init = swa, head_init
-        self.n_bins, self.loss, self.alpha, self.beta = n_bins, loss, alpha, beta
-        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
-        self.balanced_sampler, self.random_state, self.device = balanced_sampler, random_state, device
 
     # -- to implement ---------------------------------------------------------------------------
     @abstractmethod
@@ -446,16 +474,63 @@ class NeuralSurvivalEstimator(ABC):
     def _select(self, X: SurvivalDataset) -> SurvivalDataset:
         return X
 
-    def fit(self, X: SurvivalDataset, y: Any = None) -> NeuralSurvivalEstimator:
-        """Train on dataset ``X`` with labels ``y`` (default: ``X.time``/``X.event``)."""
-        if not isinstance(X, SurvivalDataset):
-            raise UserError(f"X must be a SurvivalDataset, got {type(X).__name__}",
-                            "build one with trustlab.data.survival.load_survival_csv or load_survival_dataset")
-        time, event = as_time_event(y, X)
+    def _dataset(self, X: Any, y: Any = None, fit: bool = False) -> SurvivalDataset:
+        """``X`` as a :class:`SurvivalDataset` (a DataFrame goes through the layout fitted at ``fit``)."""
+        if isinstance(X, SurvivalDataset):
+            if fit:
+                self.layout_ = None
+            elif getattr(self, "layout_", None) is not None:
+                raise UserError(f"{type(self).__name__} was fitted on a DataFrame, got a SurvivalDataset",
+                                "pass a DataFrame with the columns used at fit")
+            if y is None:
+                return X
+            time, event = as_time_event(y)
+            if time.shape != (len(X),):
+                raise UserError(f"y has {time.size} labels for {len(X)} patients", "pass one label per patient")
+            return SurvivalDataset(X.name, X.ids, time, event, X.modalities, X.card, X.true_risk)
+        import pandas as pd
+
+        if not isinstance(X, pd.DataFrame):
+            raise UserError(f"X must be a pandas DataFrame or a SurvivalDataset, got {type(X).__name__}",
+                            "see trustlab.data.survival.frame_to_dataset for the DataFrame layout")
+        if fit:
+            if y is None:
+                raise UserError("fit(X, y) on a DataFrame needs y", "pass y = sksurv.util.Surv.from_arrays(event, time)")
+            self.layout_ = frame_layout(X, getattr(self, "gene_groups", 6))
+        elif getattr(self, "layout_", None) is None:
+            raise UserError(f"{type(self).__name__} was fitted on a SurvivalDataset, got a DataFrame",
+                            "pass a SurvivalDataset with the modalities used at fit")
+        time, event = (None, None) if y is None else as_time_event(y)
+        if time is not None and time.shape != (len(X),):
+            raise UserError(f"y has {time.size} labels for {len(X)} patients", "pass one label per patient")
+        return frame_to_dataset(X, self.layout_, time, event, max_patches=getattr(self, "max_patches", None),
+                                seed=self.random_state)
+
+    def _check_structure(self, X: SurvivalDataset) -> None:
+        """The modalities of ``X`` must be those the network was built for (same kinds, dims, groups)."""
+        for m, (kind, dim, sizes) in self.structure_.items():
+            mod = X.modalities.get(m)
+            if mod is None:
+                raise UserError(f"X has no modality {m!r} (the model was fitted with it)",
+                                "pass every modality used at fit (mark patients without it as missing)")
+            got = (mod.kind, mod.dim, [len(g) for g in mod.groups] if mod.kind == "tabular" else [])
+            if got != (kind, dim, list(sizes)):
+                raise UserError(f"modality {m!r} has kind/dim/groups {got}, the model was fitted on {(kind, dim, sizes)}",
+                                "pass the same features (and token groups) as at fit")
+
+    def fit(self, X: Any, y: Any = None) -> NeuralSurvivalEstimator:
+        """Train on ``X`` (DataFrame or SurvivalDataset) with labels ``y`` (sksurv structured array;
+        for a dataset the default is its own ``time``/``event``)."""
+        self._check_params()
+        X = self._dataset(X, y, fit=True)
+        time, event = X.time, X.event
         if not event.any():
             raise UserError("all training patients are censored", "a survival model needs some events")
         X = self._select(X)
+        self.structure_ = {m: (mod.kind, mod.dim, [len(g) for g in mod.groups] if mod.kind == "tabular" else [])
+                           for m, mod in X.modalities.items()}
         self.cuts_ = fit_time_bins(time, event, self.n_bins)
+        self.unique_times_ = np.asarray(self.cuts_, float).copy()
         self.time_range_ = (float(time.min()), float(time.max()))
         ybin = discretize(time, self.cuts_)
         self.scaler_ = Standardizer().fit(X)
@@ -578,22 +653,37 @@ class NeuralSurvivalEstimator(ABC):
             raise UserError(f"{type(self).__name__} is not fitted", "call fit(X, y) first")
 
     @torch.no_grad()
-    def _logits(self, X: SurvivalDataset) -> Tensor:
+    def _logits(self, X: Any) -> Tensor:
         self._check()
-        X = self._select(X)
+        X = self._select(self._dataset(X))
+        if hasattr(self, "structure_"):
+            self._check_structure(X)
         return self._forward(self.scaler_.to_batch(X, torch.device(self.device)))["logits"].cpu()
 
-    def predict(self, X: SurvivalDataset) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         """Risk scores (higher = earlier event): ``-sum_k S_k`` (or the Cox log-risk)."""
         return self._risk(self._logits(X))
 
-    def predict_survival_function(self, X: SurvivalDataset, times: Sequence[float] | None = None) -> np.ndarray:
-        """Survival probabilities ``S(t | x)`` at ``times`` (default: the bin edges), shape (n, len(times)).
+    def predict_survival_function(
+        self, X: Any, return_array: bool = False, times: Sequence[float] | None = None,
+    ) -> np.ndarray:
+        """Survival functions ``S(t | x)`` (scikit-survival's contract plus ``times``).
 
         Discrete-time models: a step function, ``S(t) = prod_{j: edge_j <= t} (1 - h_j)`` where
         ``edge_j`` is the upper edge of bin j (the last bin never closes). Cox models: the risk is
         converted with a Breslow baseline fitted on the training data (see :class:`DeepSurv`).
+
+        Args:
+            X: Patients.
+            return_array: Return an (n, len(unique_times_)) array at the training bin edges
+                ``unique_times_`` instead of ``sksurv.functions.StepFunction`` objects.
+            times: Evaluate at these times instead: an (n, len(times)) array.
         """
+        if times is None and not return_array:
+            from sksurv.functions import StepFunction
+
+            s = self.predict_survival_function(X, times=self.unique_times_)
+            return np.array([StepFunction(self.unique_times_, row) for row in s], dtype=object)
         logits = self._logits(X)
         if self.loss == "cox":
             raise UserError("Cox-head models need a baseline hazard", "use DeepSurv.predict_survival_function")
@@ -604,20 +694,31 @@ class NeuralSurvivalEstimator(ABC):
         full = np.concatenate([np.ones((s.shape[0], 1)), s], axis=1)
         return full[:, n_closed]
 
-    def score(self, X: SurvivalDataset, y: Any = None) -> float:
-        """Harrell's C-index of :meth:`predict` on ``X``."""
+    def score(self, X: Any, y: Any = None) -> float:
+        """Harrell's C-index of :meth:`predict` on ``X`` (``sksurv.metrics.concordance_index_censored``)."""
+        from sksurv.metrics import concordance_index_censored
+
+        if y is None and not isinstance(X, SurvivalDataset):
+            raise UserError("score(X, y) on a DataFrame needs y", "pass y = sksurv.util.Surv.from_arrays(event, time)")
         time, event = as_time_event(y, X)
-        return harrell_c_index(time, event, self.predict(X))
+        return float(concordance_index_censored(event, time, self.predict(X))[0])
 
 
 class ICFNet(NeuralSurvivalEstimator):
-    """ICFNet estimator: ``ICFNet(...).fit(data).predict(data)``.
+    """ICFNet estimator with scikit-survival's contract: ``ICFNet(...).fit(X, y).predict(X)``.
+
+    ``X``: a pandas DataFrame, one row per patient, columns ``"<modality>/<column>"`` (or
+    ``"<modality>/<group>/<column>"`` to name token groups; plain names are ``clinical``) and an object
+    column ``"pathology"`` of (n_patches, dim) arrays (None = no slide); or a
+    :class:`~trustlab.data.survival.SurvivalDataset`. ``y``: ``sksurv.util.Surv.from_arrays(event, time)``.
+    Works in ``cross_val_score`` / ``GridSearchCV``; ``score`` is Harrell's C; ``save``/``load`` use
+    safetensors + JSON.
 
     Args:
-        modalities: Modalities to use (None = all of the dataset's).
-        d: Hidden size (256 in the paper; 32 at CPU scale).
+        modalities: Modalities to use (None = all of the data's).
+        d: Hidden size (256 in the paper).
         heads: Attention heads.
-        layers: Transformer layers per stream (2 in the paper).
+        layers: Transformer layers per stream (2 in the paper and the official code).
         fusion_layers: Transformer layers in the unification module (2 in the paper).
         dropout: Dropout (0.25).
         use_rod: Residual orthogonal decomposition.
@@ -627,12 +728,19 @@ class ICFNet(NeuralSurvivalEstimator):
         orth_weight: Weight of the orthogonality penalty (0.1 in the code).
         ot_reg: Sinkhorn entropic regularisation (0.1 for BRCA in the code).
         ot_reg_m: Sinkhorn marginal relaxation (0.5).
-        ot_iters: Sinkhorn iterations.
+        ot_iters: Maximum Sinkhorn iterations (POT's ``numItermax=1000``, the official call).
+        ot_tol: Sinkhorn stopping threshold (POT's ``stopThr=1e-6``; 0 = exactly ``ot_iters``).
         tokens: Tabular tokenisation: ``"groups"`` (one SNN token per column group: gene cluster /
             pathway, clinical group) or ``"modality"`` (one SNN token per tabular modality over all
-            its columns; the small-cohort setting, see README "Fourth pass").
+            its columns; the small-cohort setting, see docs/dev/icfnet.md "Fourth pass").
         token_dropout: Training-time probability of zeroing a whole tabular token.
-        **kwargs: :class:`NeuralSurvivalEstimator` arguments (loss, epochs, lr...).
+        max_patches: Cap on patches per bag for DataFrame input (larger bags are subsampled, seeded
+            per patient; None = no cap).
+        gene_groups: Correlation clusters (tokens) of a DataFrame ``genomics`` modality given without
+            group names (1 = one token).
+        n_bins, loss, alpha, beta, epochs, batch_size, lr, weight_decay, balanced_sampler,
+            random_state, device, val_fraction, patience, refit, val_metric, swa, head_init:
+            :class:`NeuralSurvivalEstimator` arguments.
 
     Example:
         >>> from trustlab.data.survival import make_synthetic_multimodal
@@ -643,35 +751,54 @@ class ICFNet(NeuralSurvivalEstimator):
     """
 
     def __init__(
-        self, modalities: Sequence[str] | None = None, d: int = 32, heads: int = 2, layers: int = 1,
-        fusion_layers: int = 1, dropout: float = 0.25, use_rod: bool = True, fusion: str = "ufm",
+        self, modalities: Sequence[str] | None = None, d: int = 32, heads: int = 2, layers: int = 2,
+        fusion_layers: int = 2, dropout: float = 0.25, use_rod: bool = True, fusion: str = "ufm",
         coattention: str = "ot", dense_weight: float = 0.1, orth_weight: float = 0.1, ot_reg: float = 0.1,
-        ot_reg_m: float = 0.5, ot_iters: int = 50, tokens: str = "groups", token_dropout: float = 0.0,
-        **kwargs: Any,
+        ot_reg_m: float = 0.5, ot_iters: int = 1000, ot_tol: float = 1e-6, tokens: str = "groups",
+        token_dropout: float = 0.0, max_patches: int | None = 256, gene_groups: int = 6,
+        n_bins: int = 4, loss: str = "bnll", alpha: float = 0.0, beta: float = 1.0, epochs: int = 30,
+        batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 1e-5, balanced_sampler: bool = True,
+        random_state: int = 0, device: str = "cpu", val_fraction: float = 0.0, patience: int = 10,
+        refit: bool = True, val_metric: str = "loss", swa: float = 0.0, head_init: bool = False,
     ) -> None:
-        super().__init__(**kwargs)
-        if d < 2 or heads < 1 or d % heads:
-            raise ValueError("d must be >= 2 and divisible by heads")
-        if layers < 0 or fusion_layers < 0:
-            raise ValueError("layers must be >= 0")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-        if fusion not in ("ufm", "concat"):
-            raise ValueError(f"fusion must be 'ufm' or 'concat', got {fusion!r}")
-        if coattention not in ("ot", "none"):
-            raise ValueError(f"coattention must be 'ot' or 'none', got {coattention!r}")
-        if dense_weight < 0 or orth_weight < 0 or ot_reg <= 0 or ot_reg_m <= 0 or ot_iters < 1:
-            raise ValueError("weights must be >= 0 and OT parameters > 0")
-        if tokens not in ("groups", "modality"):
-            raise ValueError(f"tokens must be 'groups' or 'modality', got {tokens!r}")
-        if not 0.0 <= token_dropout < 1.0:
-            raise ValueError("token_dropout must be in [0, 1)")
         self.tokens, self.token_dropout = tokens, token_dropout
-        self.modalities = None if modalities is None else list(modalities)
+        self.modalities = modalities  # stored as given (scikit-learn's clone contract)
         self.d, self.heads, self.layers, self.fusion_layers, self.dropout = d, heads, layers, fusion_layers, dropout
         self.use_rod, self.fusion, self.coattention = use_rod, fusion, coattention
         self.dense_weight, self.orth_weight = dense_weight, orth_weight
-        self.ot_reg, self.ot_reg_m, self.ot_iters = ot_reg, ot_reg_m, ot_iters
+        self.ot_reg, self.ot_reg_m, self.ot_iters, self.ot_tol = ot_reg, ot_reg_m, ot_iters, ot_tol
+        self.max_patches, self.gene_groups = max_patches, gene_groups
+        super().__init__(
+            n_bins=n_bins, loss=loss, alpha=alpha, beta=beta, epochs=epochs, batch_size=batch_size, lr=lr,
+            weight_decay=weight_decay, balanced_sampler=balanced_sampler, random_state=random_state, device=device,
+            val_fraction=val_fraction, patience=patience, refit=refit, val_metric=val_metric, swa=swa,
+            head_init=head_init,
+        )
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        d, heads = self.d, self.heads
+        if d < 2 or heads < 1 or d % heads:
+            raise ValueError("d must be >= 2 and divisible by heads")
+        if self.layers < 0 or self.fusion_layers < 0:
+            raise ValueError("layers must be >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+        if self.fusion not in ("ufm", "concat"):
+            raise ValueError(f"fusion must be 'ufm' or 'concat', got {self.fusion!r}")
+        if self.coattention not in ("ot", "none"):
+            raise ValueError(f"coattention must be 'ot' or 'none', got {self.coattention!r}")
+        if (self.dense_weight < 0 or self.orth_weight < 0 or self.ot_reg <= 0 or self.ot_reg_m <= 0
+                or self.ot_iters < 1 or self.ot_tol < 0):
+            raise ValueError("weights must be >= 0 and OT parameters > 0")
+        if self.tokens not in ("groups", "modality"):
+            raise ValueError(f"tokens must be 'groups' or 'modality', got {self.tokens!r}")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError("token_dropout must be in [0, 1)")
+        if self.max_patches is not None and self.max_patches < 1:
+            raise ValueError("max_patches must be >= 1 (or None for no cap)")
+        if self.gene_groups < 1:
+            raise ValueError("gene_groups must be >= 1")
 
     def _select(self, X: SurvivalDataset) -> SurvivalDataset:
         X = X if self.modalities is None else X.only(self.modalities)
@@ -682,16 +809,83 @@ class ICFNet(NeuralSurvivalEstimator):
         return dataclasses.replace(X, modalities=mods)
 
     def _build(self, data: SurvivalDataset) -> nn.Module:
-        tab = {m: [len(g) for g in mod.groups] for m, mod in data.modalities.items() if mod.kind == "tabular"}
-        bags = [m for m, mod in data.modalities.items() if mod.kind == "bag"]
+        return self._build_from({m: (mod.kind, mod.dim, [len(g) for g in mod.groups] if mod.kind == "tabular" else [])
+                                 for m, mod in data.modalities.items()})
+
+    def _build_from(self, structure: dict[str, Any]) -> nn.Module:
+        """The network for modality ``structure`` (name -> (kind, dim, group sizes)), as stored by :meth:`save`."""
+        tab = {m: list(sizes) for m, (kind, _, sizes) in structure.items() if kind == "tabular"}
+        bags = [m for m, (kind, _, _) in structure.items() if kind == "bag"]
         if len(bags) > 1:
             raise UserError(f"ICFNet takes one bag modality, got {', '.join(bags)}", "merge the patch features")
         k = 1 if self.loss == "cox" else self.n_bins
         return ICFNetModule(
-            tab, data.modalities[bags[0]].dim if bags else None, bags[0] if bags else "pathology", k, self.d,
+            tab, structure[bags[0]][1] if bags else None, bags[0] if bags else "pathology", k, self.d,
             self.heads, self.layers, self.fusion_layers, self.dropout, self.use_rod, self.fusion, self.coattention,
-            self.ot_reg, self.ot_reg_m, self.ot_iters, self.token_dropout,
+            self.ot_reg, self.ot_reg_m, self.ot_iters, self.token_dropout, self.ot_tol,
         )
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted model to folder ``path``: ``model.safetensors`` (network weights and the
+        standardisation statistics) + ``model.json`` (parameters, time bins, modality structure and the
+        DataFrame layout). No pickle. Reload with :meth:`ICFNet.load`."""
+        from trustlab.utils.io import atomic_write_json, save_tensors
+
+        self._check()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {f"net.{k}": v.detach().cpu().clone() for k, v in self.net_.state_dict().items()}
+        for m, (mu, sd) in self.scaler_.stats_.items():
+            tensors[f"scaler.{m}.mean"] = torch.as_tensor(np.array(mu))  # dtype kept: identical predictions
+            tensors[f"scaler.{m}.std"] = torch.as_tensor(np.array(sd))
+        save_tensors(out / "model.safetensors", tensors)
+        params = self.get_params()
+        if params.get("modalities") is not None:
+            params["modalities"] = list(params["modalities"])
+        atomic_write_json(out / "model.json", {
+            "format": MODEL_FORMAT, "class": type(self).__name__, "params": params,
+            "cuts": [float(c) for c in self.cuts_], "time_range": list(self.time_range_),
+            "structure": {m: [k, int(d), [int(x) for x in sizes]] for m, (k, d, sizes) in self.structure_.items()},
+            "scaler": list(self.scaler_.stats_), "layout": self.layout_, "best_epoch": int(self.best_epoch_),
+        })
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> ICFNet:
+        """A model written by :meth:`save` (predictions identical to the saved model's)."""
+        from trustlab.utils.io import load_tensors, read_json
+
+        root = Path(path)
+        if not (root / "model.json").is_file():
+            raise UserError(f"{str(root)!r} holds no model.json", "pass the folder written by ICFNet.save / trustlab survival fit")
+        meta = read_json(root / "model.json")
+        if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or meta.get("class") != cls.__name__:
+            raise UserError(f"{str(root / 'model.json')!r} is not an {cls.__name__} model ({MODEL_FORMAT})",
+                            "pass the folder written by ICFNet.save / trustlab survival fit")
+        params = dict(meta["params"])
+        if device is not None:
+            params["device"] = device
+        model = cls(**params)
+        tensors, _ = load_tensors(root / "model.safetensors")
+        model.cuts_ = np.asarray(meta["cuts"], float)
+        model.unique_times_ = model.cuts_.copy()
+        model.time_range_ = tuple(meta["time_range"])
+        model.structure_ = {m: (k, d, list(sizes)) for m, (k, d, sizes) in meta["structure"].items()}
+        model.layout_ = meta["layout"]
+        model.best_epoch_ = meta["best_epoch"]
+        model.scaler_ = Standardizer()
+        model.scaler_.stats_ = {m: (tensors[f"scaler.{m}.mean"].numpy(), tensors[f"scaler.{m}.std"].numpy())
+                                for m in meta["scaler"]}
+        model.net_ = model._build_from(model.structure_)
+        state = {k[len("net."):]: v for k, v in tensors.items() if k.startswith("net.")}
+        try:
+            model.net_.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"weights in {str(root)!r} do not fit the stored architecture ({str(exc)[:120]})",
+                            "re-save the model with this version of trustlab") from exc
+        model.net_.to(torch.device(model.device)).eval()
+        return model
 
     def _loss(self, out: dict[str, Any], y: Tensor, c: Tensor, t: Tensor) -> Tensor:
         loss = self._surv_loss(out["logits"], y, c, t)
