@@ -326,8 +326,10 @@ def test_config_validation():
         Config(n_art_pgd=-1).validate()
     assert Config().art_pgd_points == 200 and Config(n_art_pgd=0).art_pgd_points == Config().n_aa
     assert Config(n_aa=50).art_pgd_points == 50
-    for scale in ("smoke", "default", "paper"):
+    for scale in ("smoke", "quick", "default", "paper"):
         Config.for_scale(scale).validate()
+    assert Config.for_scale("paper").autoattack == "standard" and Config.for_scale("paper").aa_metric == "aa_acc"
+    assert Config().aa_metric == "aa_reduced_acc"
 
 
 @pytest.mark.skipif(find_fashion_mnist() is None, reason="Fashion-MNIST (Debian package) not installed")
@@ -356,9 +358,11 @@ def test_smoke_run_orders_adversarial_training_above_standard(tmp_path):
     methods = {s["method"] for s in rec.summary}
     assert {"standard", "pgd_at", "trades", "uadat"} <= methods
     for m in methods:
-        for k in ("nat_acc", "pgd_acc", "aa_acc"):
+        for k in ("nat_acc", "pgd_acc", "aa_reduced_acc"):
             assert 0.0 <= rec.mean(m, k) <= 1.0
-        assert rec.mean(m, "aa_acc") <= rec.mean(m, "pgd_acc_aa_subset") + 1e-9 + 0.1
+        assert rec.mean(m, "aa_reduced_acc") <= rec.mean(m, "pgd_acc_aa_subset") + 1e-9 + 0.1
+    assert rec.extra["autoattack_name"] == "aa_reduced" and "aa_acc" not in rec.rows[0]  # reduced keeps its name
+    assert (out / "plots" / "robust_vs_clean.png").is_file()
     # the paper's (and every AT paper's) basic ordering: adversarial training is more robust than ERM
     assert rec.mean("pgd_at", "pgd_acc") > rec.mean("standard", "pgd_acc")
     assert rec.mean("uadat", "pgd_acc") > rec.mean("standard", "pgd_acc")

@@ -282,3 +282,76 @@ def load_image_dataset(name: str, split: str = "train", root: str | Path | None 
             raise UserError("CIFAR-10 needs a folder", "set data.root to your cifar-10-batches-py folder")
         return load_cifar10(root, split)
     raise UserError(f"unknown image data set {name!r}", "use fashion-mnist, digits or cifar10")
+
+
+# -- user arrays (.npz) ------------------------------------------------------------------------------
+def images_from_arrays(x: np.ndarray, y: np.ndarray, name: str, source: str,
+                       classes: tuple[str, ...] | None = None) -> ImageData:
+    """Validate user arrays and turn them into :class:`ImageData`.
+
+    ``x``: ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, H, W, C)`` (``C`` in 1/3, last axis read as channels
+    when it is 1 or 3 and the second is not), uint8 in 0..255 or floats in ``[0, 1]``; ``y``: ``N``
+    integer labels ``0..K-1``.
+
+    Raises:
+        UserError: wrong shapes, value range, label type, or fewer than two samples.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = np.transpose(x, (0, 3, 1, 2))
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise UserError(f"{name}: images have shape {x.shape}, expected (N, H, W), (N, C, H, W) or (N, H, W, C) "
+                        "with C = 1 or 3", "save the images as one array of that shape")
+    if y.ndim != 1 or len(y) != len(x):
+        raise UserError(f"{name}: {len(x)} images but labels of shape {y.shape}", "save one integer label per image")
+    if len(x) < 2:
+        raise UserError(f"{name}: only {len(x)} image(s)", "pass at least two labelled images")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
+            raise UserError(f"{name}: labels have dtype {y.dtype}", "save integer class indices 0..K-1")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise UserError(f"{name}: negative label {int(y.min())}", "labels are class indices 0..K-1")
+    if x.dtype == np.uint8:
+        xf = x.astype(np.float32) / 255.0
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+            raise UserError(f"{name}: float images must lie in [0, 1] (found {np.nanmin(x):.3g}..{np.nanmax(x):.3g})",
+                            "scale pixels to [0, 1] or save uint8 0..255")
+        xf = x.astype(np.float32)
+    else:
+        raise UserError(f"{name}: images have dtype {x.dtype}", "save uint8 (0..255) or float32 in [0, 1]")
+    k = int(y.max()) + 1
+    classes = classes if classes is not None and len(classes) >= k else tuple(str(i) for i in range(k))
+    card = DataCard(name, int(len(y)), classes, tuple(xf.shape[1:]), source, "user data")
+    return ImageData(torch.from_numpy(np.ascontiguousarray(xf)), torch.from_numpy(y), card)
+
+
+def load_npz_images(path: str | Path, split: str = "train") -> ImageData:
+    """Images from a NumPy ``.npz`` file: keys ``x``/``y``, or ``x_train``/``y_train`` and ``x_test``/``y_test``.
+
+    With per-split keys, ``split`` picks them; with ``x``/``y`` every split reads the same arrays.
+    See :func:`images_from_arrays` for the accepted shapes and dtypes. Pickled object arrays are refused.
+
+    Raises:
+        UserError: missing or unreadable file, missing keys, or bad arrays.
+    """
+    if split not in ("train", "test"):
+        raise UserError(f"unknown split {split!r}", "use 'train' or 'test'")
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"npz file {str(p)!r} does not exist", "check the path after npz:")
+    try:
+        with np.load(p, allow_pickle=False) as fh:
+            arrays = {k: fh[k] for k in fh.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"{str(p)!r} is not a readable .npz file ({exc})",
+                        "save it with numpy.savez(path, x=images, y=labels)") from exc
+    for kx, ky in ((f"x_{split}", f"y_{split}"), ("x", "y")):
+        if kx in arrays and ky in arrays:
+            return images_from_arrays(arrays[kx], arrays[ky], p.stem, f"npz file {p} ({kx}, {ky})")
+    raise UserError(f"{str(p)!r} has keys {sorted(arrays)}, not x/y or x_{split}/y_{split}",
+                    "save it with numpy.savez(path, x=images, y=labels)")
+

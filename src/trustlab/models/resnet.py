@@ -1,8 +1,8 @@
 """A small pre-activation ResNet (He et al., ECCV 2016, arXiv:1603.05027), split into ``stem`` and ``tail``.
 
-``PreActResNet(blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512))`` is PreAct-ResNet-18, the usual
-adversarial-training backbone on CIFAR-10; the defaults here are a narrow 3-stage version that trains
-on a CPU. ``stem`` = normalisation, first conv and the first stage (the feature map that
+:func:`preact_resnet18` (``blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512)``) is PreAct ResNet-18, the
+usual adversarial-training backbone on CIFAR-10. :func:`preact_resnet8` is the narrow 3-stage network
+with one block per stage (1 + 3·2 + 1 = 8 weight layers) that trains on a CPU; it is *not* a ResNet-18. ``stem`` = normalisation, first conv and the first stage (the feature map that
 feature-statistic methods perturb); ``tail`` = the remaining stages, pooling and the classifier.
 """
 
@@ -88,3 +88,13 @@ class PreActResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` for images ``(B, C, H, W)`` in ``[0, 1]``."""
         return self.tail(self.stem(x))
+
+
+def preact_resnet18(in_channels: int = 3, num_classes: int = 10) -> PreActResNet:
+    """PreAct ResNet-18 (He et al. 2016): 4 stages of 2 blocks, widths 64/128/256/512 (11.2 M parameters)."""
+    return PreActResNet(in_channels, num_classes, blocks=(2, 2, 2, 2), widths=(64, 128, 256, 512))
+
+
+def preact_resnet8(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> PreActResNet:
+    """A narrow PreAct ResNet-8: 3 stages of 1 block, widths ``width``/``2·width``/``4·width``."""
+    return PreActResNet(in_channels, num_classes, blocks=(1, 1, 1), widths=(width, 2 * width, 4 * width))

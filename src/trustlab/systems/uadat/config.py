@@ -14,7 +14,12 @@ from trustlab.errors import UserError
 BASELINES: tuple[str, ...] = ("standard", "pgd_at", "trades", "mart")
 ABLATIONS: tuple[str, ...] = ("uadat_no_uncertainty", "uadat_no_reference", "uadat_no_d2d", "uadat_no_iga")
 REF_MODES: tuple[str, ...] = ("nearest", "proximity", "mask", "inverse", "class_mean", "swap", "blend")  # as method.REF_MODES
-ALL_METHODS: tuple[str, ...] = (*BASELINES, "uadat", *ABLATIONS)
+#: ``uadat`` is the method as the abstract describes it (κ = 0); ``uadat_ce`` is our variant with the adversarial
+#: cross-entropy term (κ = ``ce_kappa``), ``trades_ce`` is TRADES plus that same term (every UAD-AT component off).
+CE_ROWS: tuple[str, ...] = ("trades_ce", "uadat_ce")
+ALL_METHODS: tuple[str, ...] = (*BASELINES, "uadat", *CE_ROWS, *ABLATIONS)
+ARCHS: tuple[str, ...] = ("small_cnn", "preact_resnet8", "preact_resnet18")
+AA_COMPOSITIONS: tuple[str, ...] = ("reduced", "standard")
 
 
 @dataclass
@@ -29,7 +34,9 @@ class Config(SystemConfig):
         n_test: Test points for natural and PGD-20 accuracy.
         n_aa: First ``n_aa`` of those for ART AutoAttack (and the ART PGD cross-check).
         data_seed: Seed of the subsets (fixed across training seeds so all methods see the same points).
-        arch: ``small_cnn`` or ``resnet`` (a narrow pre-activation ResNet).
+        arch: ``small_cnn``, ``preact_resnet8`` (narrow PreAct ResNet, one block per stage, widths
+            ``width``/``2·width``/``4·width``; called ``resnet`` before) or ``preact_resnet18`` (PreAct
+            ResNet-18, 2 blocks per stage, widths 64/128/256/512; ``width`` is ignored).
         width: Base channel width of the model.
         epochs: Training epochs, equal for every method.
         batch_size: Mini-batch size.
@@ -47,15 +54,22 @@ class Config(SystemConfig):
         uadat_lambda: UAD-AT gradient-alignment weight (component iga).
         uadat_p: Probability of uncertainty resampling per batch.
         uadat_draws: Uncertainty draws per batch.
-        uadat_adv_ce: Weight of the expected cross-entropy over the adversary distribution (0 = TRADES-shaped).
+        uadat_adv_ce: κ of the ``uadat`` row and its ablations: weight of the expected cross-entropy over the
+            adversary distribution. 0 = the method as the abstract describes it (no such term).
+        ce_kappa: κ of the ``uadat_ce`` and ``trades_ce`` rows (the adversarial-CE variant; 1 = the value
+            earlier sessions shipped as ``uadat``).
         uadat_ref_mode: Reference of misclassified clean examples: ``mask`` (not aligned: left out of the KL
             and W2 terms; default since the fifth session), ``blend`` (half own prediction, half the class
             mean of correct same-class clean predictions), ``class_mean``, ``nearest`` (hard nearest correct
             same-class neighbour), ``proximity`` (soft), ``swap`` (own prediction with the predicted/true
             class probabilities exchanged) or ``inverse`` (UIAT-style inverse adversary); see README.md.
         uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
-        aa_iters: APGD-CE/APGD-DLR iterations.
-        aa_square_queries: Square attack iterations.
+        autoattack: ``reduced`` (``aa_reduced``: ART AutoAttack with APGD-CE, APGD-DLR and Square at
+            ``aa_iters``/``aa_square_queries``; metric ``aa_reduced_acc``) or ``standard``
+            (``aa_standard_nofab``: APGD-CE 100 it, APGD-T over 9 targets, Square 5,000 queries, no FAB-T;
+            metric ``aa_acc``); see ``evaluation.py``.
+        aa_iters: APGD iterations of the reduced composition.
+        aa_square_queries: Square iterations of the reduced composition.
         art_pgd_check: Also run ART's PGD-20 (cross-check of our PGD) on the first ``n_art_pgd`` AA points.
         n_art_pgd: Points of that cross-check (0 = all ``n_aa``); a paired check of two implementations of
             the same attack needs fewer points than the method comparison.
@@ -87,9 +101,11 @@ class Config(SystemConfig):
     uadat_lambda: float = 0.1
     uadat_p: float = 0.5
     uadat_draws: int = 1
-    uadat_adv_ce: float = 1.0
+    uadat_adv_ce: float = 0.0
+    ce_kappa: float = 1.0
     uadat_ref_mode: str = "mask"
     uadat_attack: str = "kl"
+    autoattack: str = "reduced"
     aa_iters: int = 20
     aa_square_queries: int = 100
     art_pgd_check: bool = True
@@ -97,12 +113,20 @@ class Config(SystemConfig):
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
+        "quick": {"n_train": 256, "n_test": 100, "n_aa": 50, "epochs": 2, "batch_size": 32, "train_steps": 2,
+                  "eval_steps": 5, "aa_iters": 3, "aa_square_queries": 5, "art_pgd_check": False, "seeds": [0],
+                  "methods": ["pgd_at", "trades", "uadat", "uadat_ce"]},
         "smoke": {"n_train": 320, "n_test": 100, "n_aa": 20, "epochs": 3, "batch_size": 32, "train_steps": 3, "eval_steps": 10,
                   "aa_iters": 5, "aa_square_queries": 10, "seeds": [0],
                   "methods": ["standard", "pgd_at", "trades", "uadat"]},
         "paper": {"n_train": 0, "n_test": 10000, "n_aa": 1000, "epochs": 30, "batch_size": 128, "width": 32,
-                  "train_steps": 10, "aa_iters": 100, "aa_square_queries": 5000, "lr": 0.05},
+                  "train_steps": 10, "autoattack": "standard", "lr": 0.05},
     }
+
+    @property
+    def aa_metric(self) -> str:
+        """Result key of the AutoAttack accuracy: ``aa_acc`` (standard composition) or ``aa_reduced_acc``."""
+        return "aa_acc" if self.autoattack == "standard" else "aa_reduced_acc"
 
     @property
     def art_pgd_points(self) -> int:
@@ -115,8 +139,13 @@ class Config(SystemConfig):
             raise UserError(f"unknown dataset {self.dataset!r}", "use fashion-mnist, digits or cifar10")
         if self.dataset == "cifar10" and not self.data_root:
             raise UserError("dataset cifar10 needs data_root", "--set data_root=/path/to/cifar-10-batches-py")
-        if self.arch not in ("small_cnn", "resnet"):
-            raise UserError(f"unknown arch {self.arch!r}", "use small_cnn or resnet")
+        if self.arch == "resnet":
+            raise UserError("arch 'resnet' was renamed: it was a PreAct ResNet-8 (one block per stage)",
+                            "use arch=preact_resnet8 for that network or arch=preact_resnet18 for PreAct ResNet-18")
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown arch {self.arch!r}", f"use one of {', '.join(ARCHS)}")
+        if self.autoattack not in AA_COMPOSITIONS:
+            raise UserError(f"unknown autoattack {self.autoattack!r}", "use reduced or standard")
         if self.n_train < 0 or self.n_test < 1 or not 0 <= self.n_aa <= self.n_test:
             raise UserError(f"bad sizes n_train={self.n_train}, n_test={self.n_test}, n_aa={self.n_aa}",
                             "need n_train >= 0 (0 = all), n_test >= 1 and 0 <= n_aa <= n_test")
@@ -130,8 +159,9 @@ class Config(SystemConfig):
             raise UserError("attack step counts must be >= 1", "fix the config")
         if not 0 <= self.uadat_p <= 1 or self.uadat_draws < 1:
             raise UserError("uadat_p must be in [0, 1] and uadat_draws >= 1", "fix the config")
-        if min(self.uadat_beta, self.uadat_gamma, self.uadat_lambda, self.uadat_adv_ce) < 0:
-            raise UserError("uadat_beta, uadat_gamma, uadat_lambda and uadat_adv_ce must be >= 0", "fix the config")
+        if min(self.uadat_beta, self.uadat_gamma, self.uadat_lambda, self.uadat_adv_ce, self.ce_kappa) < 0:
+            raise UserError("uadat_beta, uadat_gamma, uadat_lambda, uadat_adv_ce and ce_kappa must be >= 0",
+                            "fix the config")
         if self.uadat_ref_mode not in REF_MODES:
             raise UserError(f"unknown uadat_ref_mode {self.uadat_ref_mode!r}", f"use one of {', '.join(REF_MODES)}")
         if self.uadat_attack not in ("kl", "kl_uniform", "ce"):
