@@ -29,6 +29,7 @@ Example:
 from trustlab.federated import aggregate
 from trustlab.federated.simulation import Client, History, RoundLog, get_parameters, set_parameters, simulate
 from trustlab.federated.strategy import (
+    Bulyan,
     EvaluateReply,
     FedAvg,
     FedMedian,
@@ -43,10 +44,12 @@ from trustlab.federated.strategy import (
     Strategy,
     UpdateStrategy,
     flatten,
+    screen_replies,
     unflatten,
 )
 
 __all__ = [
+    "Bulyan",
     "Client",
     "EvaluateReply",
     "FLTrust",
@@ -66,6 +69,7 @@ __all__ = [
     "aggregate",
     "flatten",
     "get_parameters",
+    "screen_replies",
     "set_parameters",
     "simulate",
     "unflatten",

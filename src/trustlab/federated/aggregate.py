@@ -25,6 +25,7 @@ FloatArray = NDArray[np.float64]
 
 __all__ = [
     "Aggregate",
+    "bulyan",
     "cosine_matrix",
     "fedavg",
     "flame",
@@ -240,6 +241,37 @@ def multikrum(updates: NDArray[np.floating], num_malicious: int, num_selected: i
 def krum(updates: NDArray[np.floating], num_malicious: int) -> Aggregate:
     """Krum (Blanchard et al., 2017): the single update with the lowest Krum score."""
     return multikrum(updates, num_malicious, num_selected=1)
+
+
+def bulyan(updates: NDArray[np.floating], num_malicious: int) -> Aggregate:
+    """Bulyan (El Mhamdi et al., ICML 2018), as Flower's ``Bulyan`` strategy computes it.
+
+    1. Multi-Krum selects ``θ = K − 2f`` updates (lowest Krum scores, ``K − f − 2`` neighbours);
+    2. per coordinate, the mean of the ``β = θ − 2f`` selected values closest to the selected
+       values' coordinate-wise median.
+
+    Needs ``K >= 4f + 3`` (raises ``ValueError`` otherwise; the strategy lowers ``f`` with a logged note).
+
+    Args:
+        updates: ``(K, d)`` client updates.
+        num_malicious: Assumed number ``f`` of Byzantine clients.
+
+    The returned ``weights`` are the share of coordinates each client supplied.
+    """
+    u = _check(updates)
+    k = u.shape[0]
+    if num_malicious < 0 or k < 4 * num_malicious + 3:
+        raise ValueError(f"Bulyan needs K >= 4f + 3, got K={k}, f={num_malicious}")
+    theta = k - 2 * num_malicious
+    beta = theta - 2 * num_malicious
+    sel = np.argsort(krum_scores(u, num_malicious), kind="stable")[:theta]
+    s = u[sel]
+    med = np.median(s, axis=0)
+    idx = np.argpartition(np.abs(s - med), beta - 1, axis=0)[:beta]
+    upd = np.take_along_axis(s, idx, axis=0).mean(axis=0)
+    counts = np.zeros(k)
+    np.add.at(counts, sel[idx.ravel()], 1.0)
+    return Aggregate(upd, counts / counts.sum(), counts > 0)
 
 
 def cosine_matrix(updates: NDArray[np.floating]) -> FloatArray:

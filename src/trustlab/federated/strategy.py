@@ -31,11 +31,15 @@ from typing import Any
 import numpy as np
 
 from trustlab.federated import aggregate as agg
+from trustlab.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 NDArrays = list[np.ndarray]
 ClientId = Hashable
 
 __all__ = [
+    "Bulyan",
     "EvaluateReply",
     "FLTrust",
     "FedAvg",
@@ -50,6 +54,7 @@ __all__ = [
     "Strategy",
     "UpdateStrategy",
     "flatten",
+    "screen_replies",
     "unflatten",
 ]
 
@@ -101,6 +106,38 @@ def unflatten(vec: np.ndarray, like: Sequence[np.ndarray]) -> NDArrays:
     return out
 
 
+def screen_replies(replies: Sequence[FitReply], parameters: NDArrays) -> tuple[list[FitReply], dict[ClientId, str]]:
+    """Drop replies that cannot be aggregated, with the reason, before any rule sees them.
+
+    A reply is excluded when its arrays do not match the global model (count or shapes), contain
+    NaN/inf, or its ``num_examples`` is negative. Both engines (the in-process loop and the Flower
+    ServerApp) call this, so a broken or hostile client is logged and skipped, never a crash.
+
+    Returns:
+        The valid replies and ``{client_id: reason}`` of the excluded ones.
+    """
+    valid: list[FitReply] = []
+    excluded: dict[ClientId, str] = {}
+    shapes = [np.shape(p) for p in parameters]
+    for r in replies:
+        got = [np.shape(p) for p in r.parameters]
+        if len(got) != len(shapes):
+            reason = f"sent {len(got)} arrays, the model has {len(shapes)}"
+        elif got != shapes:
+            bad = next(i for i, (a, b) in enumerate(zip(got, shapes, strict=True)) if a != b)
+            reason = f"array {bad} has shape {got[bad]}, the model's is {shapes[bad]}"
+        elif not all(np.all(np.isfinite(np.asarray(p, dtype=np.float64))) for p in r.parameters):
+            reason = "parameters contain NaN or inf"
+        elif not np.isfinite(r.num_examples) or r.num_examples < 0:
+            reason = f"num_examples={r.num_examples} is not a non-negative number"
+        else:
+            valid.append(r)
+            continue
+        excluded[r.client_id] = reason
+        log.warning("client %s excluded from aggregation: %s", r.client_id, reason)
+    return valid, excluded
+
+
 class Strategy(ABC):
     """Server-side logic of one federated algorithm (Flower-shaped).
 
@@ -144,7 +181,8 @@ class UpdateStrategy(Strategy):
     """Base for rules over the update matrix: ``θ ← θ + rule(Δ)``.
 
     Subclasses implement :meth:`aggregate_updates`. After each round ``log_`` gains one dict with the
-    round, the accepted and rejected client ids and their weights.
+    round, the accepted and rejected client ids, their weights and the replies excluded by
+    :func:`screen_replies` (``{client_id: reason}``).
     """
 
     def __init__(self) -> None:
@@ -157,8 +195,11 @@ class UpdateStrategy(Strategy):
 
     def aggregate_train(self, server_round: int, parameters: NDArrays,
                         replies: Sequence[FitReply]) -> tuple[NDArrays, dict[str, Any]]:
+        replies, excluded = screen_replies(replies, parameters)
         if not replies:
-            return parameters, {"accepted": [], "rejected": [], "weights": {}}
+            info0: dict[str, Any] = {"accepted": [], "rejected": [], "weights": {}, "excluded": excluded}
+            self.log_.append({"round": server_round, **info0})
+            return parameters, info0
         theta = flatten(parameters)
         updates = np.stack([flatten(r.parameters) - theta for r in replies])
         n = np.array([r.num_examples for r in replies], dtype=np.float64)
@@ -169,6 +210,7 @@ class UpdateStrategy(Strategy):
             "accepted": [c for c, a in zip(ids, res.accepted, strict=True) if a],
             "rejected": [c for c, a in zip(ids, res.accepted, strict=True) if not a],
             "weights": {c: float(w) for c, w in zip(ids, res.weights, strict=True)},
+            "excluded": excluded,
         }
         self.log_.append({"round": server_round, **info})
         return new, info
@@ -193,16 +235,26 @@ class FedTrimmedMean(UpdateStrategy):
 
     Args:
         beta: Fraction trimmed at each end, in ``[0, 0.5)``.
+        at_least: Trim ``ceil(beta · K)`` values per side (never fewer than the share ``beta`` of
+            the ``K`` clients of the round, e.g. the attacker fraction) instead of Flower's
+            ``floor(beta · K)``; capped so that one value per coordinate remains.
     """
 
-    def __init__(self, beta: float = 0.2) -> None:
+    def __init__(self, beta: float = 0.2, at_least: bool = False) -> None:
         super().__init__()
         if not 0.0 <= beta < 0.5:
             raise ValueError(f"beta must be in [0, 0.5), got {beta}")
-        self.beta = beta
+        self.beta, self.at_least = beta, at_least
+
+    def round_beta(self, k: int) -> float:
+        """The per-side fraction passed to :func:`~.aggregate.trimmed_mean` for ``k`` clients."""
+        if not self.at_least:
+            return self.beta
+        cut = min(int(np.ceil(self.beta * k - 1e-9)), (k - 1) // 2)
+        return min((cut + 1e-6) / k, 0.5 - 1e-9)
 
     def aggregate_updates(self, server_round, updates, num_examples, client_ids, parameters):  # noqa: D102
-        return agg.trimmed_mean(updates, self.beta)
+        return agg.trimmed_mean(updates, self.round_beta(len(client_ids)))
 
 
 class MultiKrum(UpdateStrategy):
@@ -232,6 +284,31 @@ class Krum(MultiKrum):
 
     def __init__(self, num_malicious: int) -> None:
         super().__init__(num_malicious, num_selected=1)
+
+
+class Bulyan(UpdateStrategy):
+    """Bulyan (El Mhamdi et al., ICML 2018): Multi-Krum selection, then a trimmed mean around the median.
+
+    Args:
+        num_malicious: Assumed number ``f`` of Byzantine clients per round. Bulyan needs
+            ``K >= 4f + 3`` clients; with fewer, ``f`` is lowered to ``(K − 3) // 4`` for that round (logged;
+            Flower's ``Bulyan`` skips the round instead). Fewer than 3 clients: plain median.
+    """
+
+    def __init__(self, num_malicious: int) -> None:
+        super().__init__()
+        if num_malicious < 0:
+            raise ValueError(f"num_malicious must be >= 0, got {num_malicious}")
+        self.num_malicious = num_malicious
+
+    def aggregate_updates(self, server_round, updates, num_examples, client_ids, parameters):  # noqa: D102
+        k = len(client_ids)
+        if k < 3:
+            return agg.median(updates)
+        f = min(self.num_malicious, (k - 3) // 4)
+        if f < self.num_malicious:
+            log.info("Bulyan round %d: %d clients allow f=%d (asked %d)", server_round, k, f, self.num_malicious)
+        return agg.bulyan(updates, f)
 
 
 class Flame(UpdateStrategy):

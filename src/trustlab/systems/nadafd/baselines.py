@@ -8,6 +8,7 @@ import torch
 
 from trustlab.federated.simulation import get_parameters, set_parameters
 from trustlab.federated.strategy import (
+    Bulyan,
     FedAvg,
     FedMedian,
     FedTrimmedMean,
@@ -42,20 +43,24 @@ def make_baseline(method: str, cfg: Config, num_malicious: int, model_fn: Callab
                   root_x: torch.Tensor, root_y: torch.Tensor, seed: int) -> Strategy:
     """Build a baseline strategy by name.
 
-    Krum/Multi-Krum assume ``f`` = the true number of malicious clients (the most favourable setting
-    for them); trimmed mean trims ``β = 0.2`` per side (Flower's default, >= the 30 % attackers / 2);
-    FLAME uses ``λ = 0.001``; FLTrust's server trains on ``cfg.n_root`` clean chips.
+    ``num_malicious`` is the expected number ``f`` of attackers among the clients of one round
+    (Krum, Multi-Krum and Bulyan assume it: the most favourable setting for them); the trimmed mean
+    trims ``ceil(β K)`` per side with ``β = max(0.2, malicious_fraction)`` (Flower's default 0.2, raised
+    to at least the attacker fraction); FLAME uses ``λ = 0.001``; FLTrust's server trains on
+    ``cfg.n_root`` clean chips.
     """
     if method == "fedavg":
         return FedAvg()
     if method == "median":
         return FedMedian()
     if method == "trimmed_mean":
-        return FedTrimmedMean(beta=0.2)
+        return FedTrimmedMean(beta=min(max(0.2, cfg.malicious_fraction), 0.49), at_least=True)
     if method == "krum":
         return Krum(num_malicious=num_malicious)
     if method == "multikrum":
         return MultiKrum(num_malicious=num_malicious)
+    if method == "bulyan":
+        return Bulyan(num_malicious=num_malicious)
     if method == "flame":
         return Flame(noise_lambda=0.001, seed=derive_seed(seed, "flame"))
     if method == "fltrust":

@@ -8,13 +8,16 @@ resumable unit; claims are computed from the summary.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from trustlab.federated.simulation import get_parameters, set_parameters, simulate
+from trustlab.attacks.triggers import Trigger
+from trustlab.federated.simulation import History, get_parameters, set_parameters, simulate
 from trustlab.federated.strategy import NDArrays, Strategy
 from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detection_precision_recall
 from trustlab.models.cnn import SARCNN
@@ -30,30 +33,65 @@ from trustlab.utils.seed import derive_seed
 
 log = get_logger(__name__)
 
-__all__ = ["run", "run_one"]
+__all__ = ["ENGINES", "Trained", "make_strategy", "run", "run_one", "summarise", "train_federation"]
 
 
 def _model_fn(cfg: Config, num_classes: int) -> torch.nn.Module:
     return SARCNN(num_classes=num_classes, image_size=cfg.image_size, width=cfg.width)
 
 
+def expected_attackers(cfg: Config, data: FedData) -> int:
+    """Attackers expected among the clients of one round (``f`` of Krum, Multi-Krum, Bulyan)."""
+    k = len(data.parts)
+    n_sel = min(k, max(1, int(round(cfg.fraction_fit * k))))
+    return int(round(len(data.malicious) * n_sel / k))
+
+
 def make_strategy(method: str, cfg: Config, data: FedData, seed: int) -> Strategy:
-    """A baseline or a NADAFD variant (``nadafd``, ``nadafd_no_fdci|naat|dha``) by name."""
+    """A baseline or a NADAFD variant by name.
+
+    ``nadafd``: FDCI + NAAT + DHA (the abstract's three modules); ``nadafd_collusion``: the same plus
+    our collusion term in DHA's quality; ``nadafd_no_fdci|naat|dha``: ``nadafd`` without one module.
+    """
     model_fn = partial(_model_fn, cfg, data.num_classes)
     if method.startswith("nadafd"):
-        off = method.removeprefix("nadafd_no_") if method != "nadafd" else ""
+        off = method.removeprefix("nadafd_no_") if method.startswith("nadafd_no_") else ""
         return NADAFDStrategy(model_fn, cfg.image_size, data.num_classes, use_fdci=off != "fdci", use_dha=off != "dha",
                               use_naat=off != "naat", rho=cfg.dha_rho, tau=cfg.dha_tau, z0=cfg.dha_z0,
                               fdci_every=cfg.fdci_every, fdci_steps=cfg.fdci_steps, fdci_probes=cfg.fdci_probes,
                               fdci_cost=cfg.fdci_cost, rule=cfg.dha_rule, behaviour=cfg.dha_behaviour,
                               fdci_target=cfg.fdci_target, fdci_group=cfg.fdci_group, fdci_score=cfg.fdci_score,
-                              collusion=cfg.dha_collusion, collusion_group=cfg.dha_group,
+                              collusion=method == "nadafd_collusion", collusion_group=cfg.dha_group,
                               collusion_z=cfg.dha_z1, seed=derive_seed(seed, "nadafd"))
-    return make_baseline(method, cfg, len(data.malicious), model_fn, data.root.x, data.root.y, seed)
+    return make_baseline(method, cfg, expected_attackers(cfg, data), model_fn, data.root.x, data.root.y, seed)
 
 
-def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int) -> dict[str, Any]:
-    """Train one federated model and measure clean accuracy, ASR, detection and per-round curves."""
+ENGINES = ("inprocess", "flower-sim", "flower-inline")
+
+
+@dataclass
+class Trained:
+    """One trained federation: the History (partition ids as client ids), the strategy, the triggered test set."""
+
+    history: History
+    strategy: Strategy
+    model_fn: Callable[[], torch.nn.Module]
+    engine: str
+    seconds: float
+    node_to_partition: dict[Any, int] = field(default_factory=dict)
+
+
+def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed: int,
+                     engine: str = "inprocess") -> Trained:
+    """Build clients and strategy and train ``cfg.rounds`` rounds on ``engine``.
+
+    Engines: ``inprocess`` (:func:`trustlab.federated.simulate`), ``flower-sim`` (Flower ServerApp +
+    ClientApp on the Simulation Engine, Ray backend), ``flower-inline`` (the same apps, messages
+    delivered in this process). Flower engines key clients by node id; the returned History is
+    relabelled to partition ids (from the nodes' ``partition-id``) so metrics compare across engines.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     t0 = time.perf_counter()
     attack = None if setting == "no_attack" else setting
     trigger = make_trigger_for(attack, cfg) if attack else None
@@ -67,6 +105,27 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int) ->
                            target=cfg.target_class, poison_fraction=cfg.poison_fraction, scale_gamma=cfg.scale_gamma,
                            naat=naat, lr_decay=cfg.lr_decay)
     strategy = make_strategy(method, cfg, data, seed)
+    evaluate = make_evaluator(cfg, data, trigger, model_fn)
+    desc = f"{setting}/{method}/seed={seed}"
+    mapping: dict[Any, int] = {}
+    if engine == "inprocess":
+        hist = simulate(strategy, clients, init, cfg.rounds, fraction_fit=cfg.fraction_fit, evaluate_fn=evaluate,
+                        seed=seed, desc=desc)
+    else:
+        from trustlab.systems.nadafd.fed import run_on_flower
+
+        hist, mapping = run_on_flower(strategy, clients, init, cfg.rounds, cfg.fraction_fit, evaluate, seed,
+                                      inline=engine == "flower-inline")
+    return Trained(hist, strategy, model_fn, engine, time.perf_counter() - t0, mapping)
+
+
+def make_evaluator(cfg: Config, data: FedData, trigger: Trigger | None,
+                   model_fn: Callable[[], torch.nn.Module]) -> Callable[[int, NDArrays], dict[str, float]]:
+    """Centralised evaluation ``f(round, params) -> {clean_acc, asr}`` on the test chips.
+
+    ASR is measured on the non-target test chips stamped with the attack's trigger (the speckle
+    trigger when there is no attack: the defense's cost is then read off ``clean_acc``).
+    """
     test_x, test_y = data.test.x, data.test.y
     keep = test_y != cfg.target_class
     trig_x = (trigger or make_trigger_for("speckle", cfg))(test_x[keep])
@@ -79,11 +138,15 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int) ->
             asr = attack_success_rate(evaluator(trig_x).argmax(1).numpy(), test_y[keep].numpy(), cfg.target_class)
         return {"clean_acc": acc, "asr": asr}
 
-    hist = simulate(strategy, clients, init, cfg.rounds, fraction_fit=cfg.fraction_fit, evaluate_fn=evaluate,
-                    seed=seed, desc=f"{setting}/{method}/seed={seed}")
+    return evaluate
+
+
+def summarise(cfg: Config, data: FedData, setting: str, method: str, trained: Trained) -> dict[str, Any]:
+    """Final clean accuracy and ASR, detection precision/recall, health and per-round curves."""
+    hist, strategy = trained.history, trained.strategy
+    attack = None if setting == "no_attack" else setting
     final = hist.rounds[-1].centralized
-    metrics: dict[str, Any] = {"clean_acc": final["clean_acc"], "asr": final["asr"],
-                               "seconds": time.perf_counter() - t0}
+    metrics: dict[str, Any] = {"clean_acc": final["clean_acc"], "asr": final["asr"], "seconds": trained.seconds}
     mal = set(data.malicious) if attack else set()
     flagged, truth = [], []
     for r in hist.rounds[1:]:
@@ -95,11 +158,19 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int) ->
         p, rcl = detection_precision_recall(flagged, truth)
         metrics.update(det_precision=p, det_recall=rcl)
     if isinstance(strategy, NADAFDStrategy) and strategy.use_dha and mal:
+        rel = trained.node_to_partition
         late = strategy.quality_log_[len(strategy.quality_log_) // 2 :]
-        metrics["health_malicious"] = float(np.mean([v for d in late for c, v in d.items() if c in mal]))
-        metrics["health_benign"] = float(np.mean([v for d in late for c, v in d.items() if c not in mal]))
+        vals = [(rel.get(c, c), v) for d in late for c, v in d.items()]
+        metrics["health_malicious"] = float(np.mean([v for c, v in vals if c in mal]))
+        metrics["health_benign"] = float(np.mean([v for c, v in vals if c not in mal]))
     curve = [{"clean_acc": r.centralized["clean_acc"], "asr": r.centralized["asr"]} for r in hist.rounds]
     return {"metrics": metrics, "curve": curve}
+
+
+def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int,
+            engine: str = "inprocess") -> dict[str, Any]:
+    """Train one federated model and measure clean accuracy, ASR, detection and per-round curves."""
+    return summarise(cfg, data, setting, method, train_federation(cfg, data, setting, method, seed, engine))
 
 
 def _units(cfg: Config) -> list[tuple[str, str]]:

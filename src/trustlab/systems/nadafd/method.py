@@ -338,7 +338,8 @@ class NADAFDStrategy(UpdateStrategy):
         probe_looks: Looks of the probe speckle.
         outlier_quality: Behaviour quality of a client outside the majority cosine cluster (1 inside).
         bank_area: Fraction of pixels kept when an inverted mask is binarised for the NAAT bank.
-        collusion: Multiply the behaviour quality by the collusion term (see :meth:`behaviour_quality`).
+        collusion: Multiply the behaviour quality by the collusion term (see :meth:`behaviour_quality`);
+            not in the abstract, off in the ``nadafd`` row, on in ``nadafd_collusion``.
         collusion_group: Number of peers a client's consensus residual must share (``group`` of
             :func:`collusion_scores`).
         collusion_z: Robust z of the collusion score tolerated before quality drops.
@@ -351,7 +352,7 @@ class NADAFDStrategy(UpdateStrategy):
                  fdci_every: int = 3, fdci_steps: int = 30, fdci_probes: int = 16, fdci_cost: float = 2.0,
                  probe_looks: float = 1.0, bank_area: float = 0.08, outlier_quality: float = 0.0,
                  rule: str = "median", behaviour: str = "consensus", fdci_target: str = "max",
-                 fdci_group: int = 2, fdci_score: str = "spectral", collusion: bool = True,
+                 fdci_group: int = 2, fdci_score: str = "spectral", collusion: bool = False,
                  collusion_group: int = 2, collusion_z: float = 0.5, seed: int = 0) -> None:
         super().__init__()
         if not 0 <= rho < 1 or not 0 <= tau <= 1:
