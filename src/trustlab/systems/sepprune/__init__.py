@@ -1,5 +1,7 @@
 """SepPrune: structured channel pruning of speech-separation models (Ji et al., AAAI 2026)."""
 
+from typing import Any
+
 from trustlab.systems.base import SystemSpec
 
 SYSTEM = SystemSpec(
@@ -12,3 +14,12 @@ SYSTEM = SystemSpec(
               ("dense", "si_snri_db"), ("sepprune", "macs_ratio"), ("sepprune", "latency_ratio")],
     status="reproduced",
 )
+
+
+def __getattr__(name: str) -> Any:
+    """``load_pruned`` (rebuild a ``trustlab prune`` output) without importing torch-pruning at registry time."""
+    if name == "load_pruned":
+        from trustlab.systems.sepprune.generic import load_pruned
+
+        return load_pruned
+    raise AttributeError(name)

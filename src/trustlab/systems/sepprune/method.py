@@ -92,6 +92,8 @@ def budget_keep(scores: dict[str, torch.Tensor], cost: CostModel, target: float,
     Raises:
         ValueError: the budget cannot be met even with ``min_keep`` channels per group.
     """
+    if hasattr(cost, "project"):  # an exact (bilinear) layer cost of a torch-pruning-grouped model
+        return cost.project(scores, target, min_keep)
     if not 0 < target <= 1:
         raise ValueError(f"target must be in (0, 1], got {target}")
     keep = {g: torch.zeros_like(s, dtype=torch.bool) for g, s in scores.items()}
