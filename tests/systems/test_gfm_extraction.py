@@ -16,6 +16,7 @@ from trustlab.systems.gfm_extraction.method import (
     normalized_mse,
     zero_shot_predict,
 )
+from trustlab.systems.gfm_extraction.scoring import score_embeddings
 
 
 def test_zero_shot_is_argmax_of_cosine_hand_case():
@@ -60,13 +61,92 @@ def test_rate_limit_is_the_tighter_budget_and_defenses_apply():
     assert not torch.allclose(noisy, clean) and torch.allclose(noisy.norm(dim=-1), torch.ones(12), atol=1e-5)
 
 
+def _ring(n=48, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=-1)
+    src = torch.arange(n)
+    e = torch.stack([torch.cat([src, (src + 1) % n, src, (src + 5) % n]), torch.cat([(src + 1) % n, src, (src + 5) % n, src])])
+    return x, e
+
+
+def _plain_victim(dim=8, seed=0):
+    # a non-residual victim: its embeddings are far from the node features (the text prior)
+    torch.manual_seed(seed)
+    return GFM("sage", dim, 16, residual=False).eval()
+
+
+def _fit_and_gain(attack, x, ei, victim, train, test):
+    svc = VictimService(victim)
+    attack.fit(x, ei, train, svc.embed(x, ei, train))
+    v = victim.embed_graph(x, ei).detach()[test]
+    s = attack.embed(x, ei)[test]
+    cls = torch.nn.functional.normalize(torch.randn(3, x.shape[1], generator=torch.Generator().manual_seed(1)), dim=-1)
+    return score_embeddings(s, v, x[test], cls, victim.embed_text(cls).detach(), cls)
+
+
+_SPLIT = (torch.tensor([i for i in range(48) if i % 3]), torch.arange(0, 48, 3))  # train on 2/3, score on 1/3
+
+
+def _recovered(score):
+    """The surrogate is closer to the victim than the text prior by half a cosine unit, interval included."""
+    return score["cos_gain"] > 0.5 and score["cos_gain_lo"] > 0.3
+
+
 def test_regression_extraction_recovers_a_victim():
-    model, x, ei = _tiny()
-    svc = VictimService(model)
-    nodes = torch.arange(12)
-    atk = RegressionExtraction("sage", 16, epochs=150, lr=1e-2, seed=0).fit(x, ei, nodes, svc.embed(x, ei, nodes))
-    cos = torch.nn.functional.cosine_similarity(atk.embed(x, ei), model.embed_graph(x, ei).detach()).mean()
-    assert cos > 0.95
+    x, ei = _ring()
+    victim = _plain_victim()
+    score = _fit_and_gain(RegressionExtraction("sage", 32, epochs=200, lr=1e-2, seed=0), x, ei, victim, *_SPLIT)
+    # on held-out nodes the surrogate is much closer to the victim than the raw features (text prior) are
+    assert _recovered(score)
+
+
+def test_an_untrained_surrogate_fails_the_recovery_criterion():
+    x, ei = _ring()
+    victim = _plain_victim()
+    score = _fit_and_gain(RegressionExtraction("sage", 32, epochs=200, lr=1e-12, seed=0), x, ei, victim, *_SPLIT)
+    assert not _recovered(score)
+
+
+def test_an_attack_returning_the_text_prior_gains_nothing():
+    from trustlab.systems.gfm_extraction.baselines import TextPrior
+
+    x, ei = _ring()
+    victim = _plain_victim()
+    score = _fit_and_gain(TextPrior("sage", 32, epochs=1, lr=1e-2), x, ei, victim, *_SPLIT)
+    assert score["cos_gain"] == pytest.approx(0.0, abs=1e-6) and score["fid_gain"] == pytest.approx(0.0, abs=1e-6)
+    assert score["cos_gain_lo"] <= 0 <= score["cos_gain_hi"]
+    assert not _recovered(score)  # the recovery criterion above rejects it
+
+
+def test_paired_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
+    from trustlab.systems.gfm_extraction.scoring import paired_bootstrap
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(400, generator=g), torch.rand(400, generator=g)
+    m, lo, hi = paired_bootstrap(a, b, seed=0)
+    assert lo < m < hi and m == pytest.approx(float((a - b).mean()))
+    m2, lo2, hi2 = paired_bootstrap(a[:40], b[:40], seed=0)
+    assert hi2 - lo2 > hi - lo
+
+
+def test_seed_interval_is_a_t_interval():
+    from scipy import stats
+
+    from trustlab.systems.gfm_extraction.scoring import seed_interval
+
+    vals = [0.1, 0.3, 0.2]
+    iv = seed_interval(vals)
+    lo, hi = stats.t.interval(0.95, 2, loc=0.2, scale=stats.sem(vals))
+    assert iv["lo"] == pytest.approx(lo, abs=1e-3) and iv["hi"] == pytest.approx(hi, abs=1e-3)
+    assert seed_interval([0.5], [0.4], [0.6])["lo"] == 0.4
+
+
+def test_mlp_surrogate_ignores_neighbours():
+    enc = GraphEncoder("mlp", 8, 16, 8, residual=False).eval()
+    x, ei = _ring()
+    assert torch.equal(enc(x, ei), enc(x, torch.zeros(2, 0, dtype=torch.long)))
+    enc2 = GraphEncoder("meanmlp", 8, 16, 8, residual=False).eval()
+    assert not torch.allclose(enc2(x, ei), enc2(x, torch.zeros(2, 0, dtype=torch.long)))
 
 
 def test_residual_encoder_starts_as_identity():

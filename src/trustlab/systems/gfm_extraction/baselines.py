@@ -6,6 +6,8 @@
   the queried nodes, in-batch negatives), in the spirit of Podhajski et al. (ECAI'24).
 - ``text_only``: zero-shot from the node text alone (no graph): the floor a GFM must beat.
 - ``random_init``: an untrained surrogate (chance-level reference).
+- ``text_prior``: a "surrogate" that returns the node-text embedding unchanged (no training, no use of
+  the queries): what an attack must beat to have extracted anything.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class DistillExtraction(RegressionExtraction):
         self._class_emb = class_emb
         return super().fit(x, edge_index, nodes, targets)
 
+    def _out_dim(self, x: torch.Tensor, targets: torch.Tensor) -> int:
+        return int(self._class_emb.shape[1])  # targets are class probabilities; embeddings live in the text space
+
     def loss(self, pred: torch.Tensor, target_proba: torch.Tensor) -> torch.Tensor:
         logp = torch.log(zero_shot_proba(pred, self._class_emb) + 1e-9)
         return F.kl_div(logp, target_proba, reduction="batchmean")
@@ -55,9 +60,24 @@ class RandomInit(RegressionExtraction):
         return self
 
 
+class TextPrior(RegressionExtraction):
+    """Returns the node features (the text prior) unchanged; ignores the queried embeddings."""
+
+    def fit(self, x: torch.Tensor, edge_index: torch.Tensor, nodes: torch.Tensor, targets: torch.Tensor,
+            **_: object) -> TextPrior:
+        self.surrogate_ = None
+        self.train_time_s_ = 0.0
+        return self
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1)
+
+
 ATTACKS = {
     "regression": RegressionExtraction,
     "distill": DistillExtraction,
     "contrastive": ContrastiveExtraction,
     "random_init": RandomInit,
+    "text_prior": TextPrior,
 }

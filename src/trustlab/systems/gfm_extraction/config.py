@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from trustlab.config import SystemConfig
 from trustlab.errors import UserError
 
-ARCHS = ("sage", "gcn", "gat", "mlp")
+ARCHS = ("sage", "gcn", "gat", "meanmlp", "mlp")
 
 
 @dataclass
@@ -31,12 +31,18 @@ class Config(SystemConfig):
         source_graphs: Graphs the victim is pretrained on (CLIP-style, graph vs summary text).
         target_graphs: Unseen graphs (zero-shot evaluation); names used by the scenarios below.
         victim_arch / victim_hidden / victim_epochs / victim_lr: the victim graph encoder.
+        victim_residual: Residual victim readout (starts at the text prior) or a plain readout.
+        victim_propagate: Residual on the propagated text ``x + mean of neighbours`` instead of ``x``.
+        victim_learn_text_proj: Train the victim's text projection (else identity on the frozen encoder).
         attacker_arch / attacker_hidden / attacker_epochs / attacker_lr: the surrogate.
+        attacker_residual: Residual surrogate for the paper's ``regression`` row (the paper: a plain encoder;
+            ``regression_residual`` is always run as our variant where reported).
         query_frac: Default query budget, as a fraction of the target graph's nodes.
         test_frac: Fraction of each target graph's nodes held out for zero-shot evaluation.
         budgets: Query-budget sweep (fractions of target nodes).
         access: Partial node access sweep (fraction of target nodes the attacker sees).
-        mismatch_archs: Surrogate architectures for the architecture-mismatch scenario.
+        mismatch_archs: Surrogate architectures for the architecture-mismatch scenario (``mlp`` sees no
+            neighbours at all; ``gat`` is attention; ``meanmlp`` averages neighbours without learned messages).
         noise_sigmas / round_decimals / rate_limits: defenses applied by the victim service.
         scenarios: Which scenarios to run.
         data_seed: Seed of the WordNet graph sampling (fixed across run seeds, so node texts are encoded once;
@@ -61,10 +67,14 @@ class Config(SystemConfig):
     victim_hidden: int = 256
     victim_epochs: int = 400
     victim_lr: float = 5e-4
+    victim_residual: bool = True
+    victim_propagate: bool = False
+    victim_learn_text_proj: bool = True
     attacker_arch: str = "sage"
     attacker_hidden: int = 256
     attacker_epochs: int = 60
     attacker_lr: float = 5e-3
+    attacker_residual: bool = False
     query_frac: float = 0.1
     test_frac: float = 0.5
     budgets: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.25, 0.5])
@@ -106,20 +116,22 @@ class Config(SystemConfig):
         for a in [self.victim_arch, self.attacker_arch, *self.mismatch_archs]:
             if a not in ARCHS:
                 raise UserError(f"unknown graph architecture {a!r}", f"use one of {', '.join(ARCHS)}")
-        if self.victim_arch == "mlp":
-            raise UserError("victim_arch 'mlp' is not a graph encoder", "use sage, gcn or gat")
         for f in [self.query_frac, *self.budgets]:
             if not 0 < f <= 1 - self.test_frac + 1e-9:
                 raise UserError(f"query budget {f} must be in (0, 1 - test_frac = {1 - self.test_frac:g}]",
                                 "lower the budget or test_frac")
         if not 0 < self.test_frac < 1:
             raise UserError(f"test_frac={self.test_frac} must be in (0, 1)", "use e.g. 0.5")
+        if self.victim_propagate and not self.victim_residual:
+            raise UserError("victim_propagate needs victim_residual=true", "set both, or neither")
         if any(not 0 < p <= 1 for p in self.access):
             raise UserError(f"access fractions {self.access} must be in (0, 1]", "use e.g. [0.25, 0.5, 1.0]")
         if self.per_class < 4:
             raise UserError(f"per_class={self.per_class} is too small", "use at least 4")
         if len(self.target_graphs) < 2 or not self.source_graphs:
             raise UserError("need >= 1 source graph and >= 2 target graphs", "fix source_graphs/target_graphs")
+        if self.victim_arch in ("mlp", "meanmlp"):
+            raise UserError(f"victim_arch {self.victim_arch!r} is not a message-passing encoder", "use sage, gcn or gat")
         known = {"graph_specific", "domain_level", "arch_mismatch", "query_budget", "partial_access",
                  "data_discrepancy", "defenses"}
         bad = set(self.scenarios) - known

@@ -77,6 +77,17 @@ def induced_subgraph(edge_index: torch.Tensor, nodes: torch.Tensor, num_nodes: i
 # ----------------------------------------------------------------------------------------------
 # Encoders
 # ----------------------------------------------------------------------------------------------
+ENCODER_ARCHS = ("sage", "gcn", "gat", "meanmlp", "mlp")
+
+
+def neighbour_mean(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """``mean_{u -> v} x_u`` per node ``v`` (zeros for isolated nodes)."""
+    agg = torch.zeros_like(x).index_add_(0, edge_index[1], x[edge_index[0]])
+    deg = torch.zeros(x.shape[0], device=x.device).index_add_(
+        0, edge_index[1], torch.ones(edge_index.shape[1], device=x.device))
+    return agg / deg.clamp_min(1).unsqueeze(1)
+
+
 class GraphEncoder(nn.Module):
     """Two message-passing layers + readout ``Linear([h_v ; x_v]) -> out_dim`` (GraphCLIP's concat readout).
 
@@ -86,25 +97,35 @@ class GraphEncoder(nn.Module):
     a from-scratch readout gave 0.43 zero-shot accuracy against 0.88 for text only at smoke scale).
 
     Args:
-        arch: ``sage``, ``gcn``, ``gat`` (torch-geometric) or ``mlp`` (features of the node and the mean of
-            its neighbours; no learned message passing).
+        arch: ``sage``, ``gcn``, ``gat`` (torch-geometric), ``meanmlp`` (features of the node and the mean of
+            its neighbours, then an MLP; no learned message passing) or ``mlp`` (the node's own features
+            only: no neighbour aggregation at all, a genuinely different model family).
         in_dim: Node feature width.
         hidden: Hidden width.
         out_dim: Embedding width (the text space).
+        residual: ``x + readout(...)`` with a zero-initialised readout (starts as the text prior); without
+            it the readout is initialised at random (PyTorch default) and the output is ``readout(...)``.
+        propagate: With ``residual``, the base is the propagated text ``x_v + mean_{u in N(v)} x_u``
+            instead of ``x_v`` (starts at one step of neighbourhood smoothing, not at the text prior).
     """
 
-    def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, residual: bool = True) -> None:
+    def __init__(self, arch: str, in_dim: int, hidden: int, out_dim: int, residual: bool = True,
+                 propagate: bool = False) -> None:
         super().__init__()
         if residual and in_dim != out_dim:
             raise ValueError("residual encoders need in_dim == out_dim")
-        self.residual = residual
-        if arch not in ("sage", "gcn", "gat", "mlp"):
+        if propagate and not residual:
+            raise ValueError("propagate needs residual=True")
+        self.residual, self.propagate = residual, propagate
+        if arch not in ENCODER_ARCHS:
             raise ValueError(f"unknown arch {arch!r}")
         if hidden < 1 or in_dim < 1 or out_dim < 1:
             raise ValueError("widths must be positive")
         self.arch = arch
-        if arch == "mlp":
+        if arch == "meanmlp":
             self.layers = nn.ModuleList([nn.Linear(2 * in_dim, hidden), nn.Linear(hidden, hidden)])
+        elif arch == "mlp":
+            self.layers = nn.ModuleList([nn.Linear(in_dim, hidden), nn.Linear(hidden, hidden)])
         else:
             pyg = require("torch_geometric.nn", "graph")
             conv = {"sage": lambda i, o: pyg.SAGEConv(i, o),
@@ -119,33 +140,45 @@ class GraphEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         h = x
-        if self.arch == "mlp":
-            n = x.shape[0]
-            agg = torch.zeros_like(x).index_add_(0, edge_index[1], x[edge_index[0]])
-            deg = torch.zeros(n, device=x.device).index_add_(0, edge_index[1], torch.ones(edge_index.shape[1], device=x.device))
-            h = torch.cat([x, agg / deg.clamp_min(1).unsqueeze(1)], dim=-1)
+        if self.arch == "mlp":  # the node alone: edge_index is ignored
+            for lin, norm in zip(self.layers, self.norms, strict=True):
+                h = F.gelu(norm(lin(h)))
+        elif self.arch == "meanmlp":
+            h = torch.cat([x, neighbour_mean(x, edge_index)], dim=-1)
             for lin, norm in zip(self.layers, self.norms, strict=True):
                 h = F.gelu(norm(lin(h)))
         else:
             for conv, norm in zip(self.layers, self.norms, strict=True):
                 h = F.gelu(norm(conv(h, edge_index)))
         out = self.readout(torch.cat([h, x], dim=-1))
-        return x + out if self.residual else out
+        if not self.residual:
+            return out
+        return (x + neighbour_mean(x, edge_index) if self.propagate else x) + out
 
 
 class GFM(nn.Module):
     """A tiny CLIP-style graph foundation model: graph encoder + frozen text encoder with a projection.
 
-    Text embeddings come from a frozen sentence encoder (MiniLM); the victim learns a linear projection
-    (initialised to identity) on top, as the issue prescribes ("frozen, with projection").
+    Text embeddings come from a frozen sentence encoder (MiniLM); the victim has a linear projection
+    (initialised to identity) on top, learned unless ``learn_text_proj`` is false.
+
+    Args:
+        arch: Graph encoder architecture.
+        dim: Text embedding width.
+        hidden: Graph encoder width.
+        residual: Residual graph readout (starts at the text prior) or a randomly initialised readout.
+        learn_text_proj: Train the text projection (else it stays the identity).
+        propagate: Residual on the propagated text (see :class:`GraphEncoder`).
     """
 
-    def __init__(self, arch: str, dim: int, hidden: int) -> None:
+    def __init__(self, arch: str, dim: int, hidden: int, residual: bool = True, learn_text_proj: bool = True,
+                 propagate: bool = False) -> None:
         super().__init__()
-        self.graph = GraphEncoder(arch, dim, hidden, dim)
+        self.graph = GraphEncoder(arch, dim, hidden, dim, residual=residual, propagate=propagate)
         self.text_proj = nn.Linear(dim, dim)
         nn.init.eye_(self.text_proj.weight)
         nn.init.zeros_(self.text_proj.bias)
+        self.text_proj.requires_grad_(learn_text_proj)
         self.logit_scale = nn.Parameter(torch.tensor(float(torch.log(torch.tensor(1 / 0.07)))))
 
     def embed_graph(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
@@ -162,7 +195,7 @@ def pretrain_gfm(model: GFM, graphs: list, summary_emb: list[torch.Tensor], epoc
     Returns:
         Wall-clock seconds (the victim's training cost).
     """
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-5)
     t0 = time.perf_counter()
     model.train()
     for _ in range(epochs):
@@ -266,21 +299,29 @@ class RegressionExtraction:
     """Extraction by supervised regression of the victim's graph embeddings (the paper's method).
 
     Args:
-        arch: Surrogate architecture (``sage``, ``gcn``, ``gat``, ``mlp``).
+        arch: Surrogate architecture (see :data:`ENCODER_ARCHS`).
         hidden: Surrogate width.
         epochs: Full-batch training epochs.
         lr: Adam learning rate.
         seed: Initialisation seed.
+        residual: Residual surrogate starting at the text prior (our variant ``regression_residual``);
+            the paper's surrogate is a plain encoder (``False``).
     """
 
-    def __init__(self, arch: str = "sage", hidden: int = 256, epochs: int = 150, lr: float = 5e-3, seed: int = 0) -> None:
+    def __init__(self, arch: str = "sage", hidden: int = 256, epochs: int = 150, lr: float = 5e-3, seed: int = 0,
+                 residual: bool = False) -> None:
         if epochs < 1 or lr <= 0:
             raise ValueError("epochs must be >= 1 and lr > 0")
         self.arch, self.hidden, self.epochs, self.lr, self.seed = arch, hidden, epochs, lr, seed
+        self.residual = residual
 
-    def _init(self, dim: int) -> GraphEncoder:
+    def _init(self, dim: int, out_dim: int | None = None) -> GraphEncoder:
         torch.manual_seed(self.seed)
-        return GraphEncoder(self.arch, dim, self.hidden, dim)
+        return GraphEncoder(self.arch, dim, self.hidden, out_dim or dim, residual=self.residual)
+
+    def _out_dim(self, x: torch.Tensor, targets: torch.Tensor) -> int:
+        """Width of the surrogate's output: that of the returned embeddings."""
+        return int(targets.shape[1])
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Normalised MSE (directions only)."""
@@ -289,7 +330,7 @@ class RegressionExtraction:
     def fit(self, x: torch.Tensor, edge_index: torch.Tensor, nodes: torch.Tensor, targets: torch.Tensor,
             **_: object) -> RegressionExtraction:
         """Train the surrogate on the queried ``nodes`` and the returned ``targets``; sets ``surrogate_``, ``train_time_s_``."""
-        model = self._init(x.shape[1])
+        model = self._init(x.shape[1], self._out_dim(x, targets))
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
         t0 = time.perf_counter()
         model.train()
