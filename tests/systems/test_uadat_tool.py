@@ -252,3 +252,18 @@ def test_paired_interval():
     assert ci["ci_low"] == pytest.approx(np.mean(d) - half) and ci["ci_high"] == pytest.approx(np.mean(d) + half)
     one = paired_interval([0.5], [0.4])
     assert one["diff"] == pytest.approx(0.1) and np.isnan(one["ci_low"])
+
+
+def test_tuning_grids_are_the_same_size_and_selection_follows_the_rule():
+    from trustlab.systems.uadat.validation import GRIDS, grid, select
+
+    assert set(GRIDS.values()) == {16} and {"pgd_at", "trades", "mart", "uadat", "uadat_ce", "trades_ce"} <= set(GRIDS)
+    assert {p["trades_beta"] for p in grid("trades")} == {1.0, 3.0, 6.0, 9.0}
+    assert {p["train_alpha"] for p in grid("pgd_at", 0.1)} == {0.025, 0.04, 0.05, 0.075}
+    rows = [{"point": p, "seed": s, "sets": [f"p={p}"], "aa_reduced_acc": a, "nat_acc": n}
+            for p, s, a, n in [(0, 100, 0.50, 0.7), (0, 101, 0.52, 0.7), (1, 100, 0.53, 0.6), (1, 101, 0.49, 0.6),
+                               (2, 100, 0.40, 0.9), (2, 101, 0.41, 0.9)]]
+    chosen = select(rows, "aa_reduced_acc")  # 0 and 1 tie on the mean (0.51): the higher natural accuracy wins
+    assert chosen["point"] == 0 and chosen["n_points"] == 3
+    with pytest.raises(ValueError):
+        select(rows[:-1], "aa_reduced_acc")  # point 2 on fewer seeds
