@@ -27,6 +27,10 @@ from trustlab.utils.logging import get_logger
 log = get_logger(__name__)
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog (5) resets connections under concurrent clients
+
+
 class OpenAICompatServer:
     """Serve ``backend`` over HTTP until :meth:`stop` (or the ``with`` block ends).
 
@@ -54,7 +58,7 @@ class OpenAICompatServer:
         self.requests_received = 0
         self.requests_served = 0
         handler = self._make_handler()
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

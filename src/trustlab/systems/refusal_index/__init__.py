@@ -11,4 +11,7 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.refusal_index.experiment:run",
     headline=[("two_pass", "ri_true"), ("two_pass", "ri_est")],
     status="reproduced (simulation) + real small-model run",
+    demo=("refusal-index --model toy --data embedded --prompts standard,cautious --out {out}",
+          "refusal-index --model toy --data embedded --limit 300 --temperature 0.7 --samples 5 --out {out}"),
+    key_figure="ri_vs_refusal_rate.png",
 )

@@ -23,10 +23,13 @@ class SimConfig:
         refusal_rates: Pass-1 refusal rates to sweep (only the refusal threshold changes).
         confidence_shift: Verbalised confidence is Φ(confidence + shift) (shift > 0: over-confident);
             used only by the AUROC/ECE baselines.
-        noisy_settings: Diagnostic settings beyond the paper's assumptions, each ``"noise=<σ>"``
-            (stochastic decoding: per-item refusal/error probabilities, sampled outcomes) or
-            ``"copula=t3"`` (heavy-tailed confidence noise: not a Gaussian copula); run at
-            ``diagnostic_refusal_rate``. Empty to skip.
+        noisy_settings: Outcome models the estimator does not assume, each ``"noise=<σ>"``
+            (sampled decoding: per-item refusal/error probabilities, sampled outcomes),
+            ``"copula=t3"`` (heavy-tailed confidence noise: not a Gaussian copula),
+            ``"cluster=<f>"`` (a fraction f of overconfident questions: unknown but confidently
+            answered) or ``"hetero=<s>"`` (heterogeneous topic difficulty the model's confidence
+            does not see); run at ``diagnostic_refusal_rate``; the bias of the two-pass estimate in
+            each is reported with an interval over seeds. Empty to skip.
         diagnostic_refusal_rate: Refusal rate of the diagnostic settings.
         direct_samples: Samples per question for the direct (many-sample) RI in ``noise=`` settings.
         compare_rho: Latent ρ of a second simulated model "B" with *worse* knowledge-aware refusal
@@ -115,6 +118,9 @@ class Config(SystemConfig):
         "smoke": {"seeds": [0, 1], "sim.n_items": 2000, "sim.refusal_rates": [0.1, 0.3, 0.6],
                   "sim.noisy_settings": ["noise=0.5"], "sim.direct_samples": 10, "n_boot": 200,
                   "real.enabled": False},
+        "quick": {"seeds": [0], "sim.n_items": 2000, "sim.refusal_rates": [0.1, 0.3, 0.6],
+                  "sim.noisy_settings": ["noise=0.5", "cluster=0.15"], "sim.direct_samples": 10, "n_boot": 200,
+                  "sim.compare_refusal_rates": [0.1, 0.6], "real.enabled": False},
         "paper": {"seeds": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "sim.refusal_rates": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8],
                   "real.n_questions": 1026, "real.prompts": ["standard", "cautious"], "real.max_tokens": 32,
                   "n_boot": 2000},
@@ -137,9 +143,11 @@ class Config(SystemConfig):
             raise UserError(f"sim.diagnostic_refusal_rate={s.diagnostic_refusal_rate} must lie in (0, 1)", "e.g. 0.3")
         for d in s.noisy_settings:
             key, _, val = d.partition("=")
-            ok = (key == "noise" and _is_pos_float(val)) or (key == "copula" and val == "t3")
+            ok = ((key in ("noise", "hetero") and _is_pos_float(val)) or (key == "copula" and val == "t3")
+                  or (key == "cluster" and _is_pos_float(val) and float(val) < 1))
             if not ok:
-                raise UserError(f"unknown diagnostic setting {d!r}", "use noise=<positive float> or copula=t3")
+                raise UserError(f"unknown diagnostic setting {d!r}",
+                                "use noise=<σ>0>, copula=t3, cluster=<fraction in (0,1)> or hetero=<spread>0>")
         if not -1.0 < s.compare_rho < 1.0 or not 0.0 < s.compare_error_rate < 1.0:
             raise UserError("sim.compare_rho must lie in (-1, 1) and sim.compare_error_rate in (0, 1)",
                             "e.g. compare_rho=0.3 compare_error_rate=0.5")

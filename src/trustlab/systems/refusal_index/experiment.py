@@ -50,14 +50,17 @@ def sim_setting(q: float, diag: str | None = None) -> str:
 
 def _sim_unit(cfg: Config, q: float, seed: int, diag: str | None) -> dict[str, float]:
     s = cfg.sim
-    noise, copula, rho, mu = 0.0, "gaussian", s.latent_rho, s.error_rate
+    noise, copula, rho, mu, cluster, hetero = 0.0, "gaussian", s.latent_rho, s.error_rate, 0.0, 0.0
     if diag:
         key, _, val = diag.partition("=")
         noise = float(val) if key == "noise" else 0.0
         copula = val if key == "copula" else "gaussian"
+        cluster = float(val) if key == "cluster" else 0.0
+        hetero = float(val) if key == "hetero" else 0.0
         if diag == MODEL_B:
             rho, mu = s.compare_rho, s.compare_error_rate
-    model = SimulatedLLM(rho, mu, decoding_noise=noise, confidence_shift=s.confidence_shift, copula=copula)
+    model = SimulatedLLM(rho, mu, decoding_noise=noise, confidence_shift=s.confidence_shift, copula=copula,
+                         cluster=cluster, hetero=hetero)
     # the same questions/model for every refusal rate of a seed: only the refusal threshold moves
     pop_key = ("population", copula) if diag != MODEL_B else ("population", copula, MODEL_B)
     pop = model.population(s.n_items, make_rng(derive_seed(seed, *pop_key)))
@@ -155,10 +158,37 @@ def _slug(s: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s)[-60:]
 
 
+def answering_model(r: RealConfig) -> str:
+    """The name of the model that answers: for an endpoint, the one it serves (``GET /v1/models``) when
+    ``real.model`` is not among them (e.g. left at its default), so results never carry a model name
+    that did not answer."""
+    if r.backend != "openai":
+        return r.model
+    from trustlab.llm.base import BackendError
+    from trustlab.llm.http import list_models
+
+    try:
+        served = list_models(r.base_url, timeout=min(r.timeout, 30.0))
+    except BackendError:
+        return r.model
+    if r.model in served or not served:
+        return r.model
+    if len(served) == 1:
+        log.info("real.model %r is not served at %s; labelling results with the served model %r",
+                 r.model, r.base_url, served[0])
+        return served[0]
+    raise UserError(f"{r.base_url} does not serve real.model={r.model!r} (it serves: {', '.join(served)})",
+                    "set real.model to one of those")
+
+
 def _real_units(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     r = cfg.real
     seed = cfg.seeds[0]
     items = load_items(r.data, r.data_format, r.n_questions, seed=seed)
+    if r.backend == "openai":
+        from dataclasses import replace
+
+        r = replace(r, model=answering_model(r))
     store = ctx.out / "responses" / f"{_slug(r.model)}.jsonl"
     backend: list[Backend] = []  # loaded lazily: a resumed run whose units are done needs no model
 
@@ -191,6 +221,7 @@ def _real_units(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
                          list(zip(res["outcome"]["ids"], res["outcome"]["texts1"], res["outcome"]["texts2"],
                                   strict=True))[:12]],
         }
+    rec.extra["real_model"] = r.model
     rec.notes.append(f"real run: {len(items)} questions, greedy decoding (temperature 0), backend={r.backend}, "
                      f"answers stored in responses/{store.name}")
 
@@ -249,6 +280,7 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
         if d.startswith("noise="):
             figs["ri_direct"] = rec.mean(METHOD, "ri_direct", s)
         rec.notes.append(f"diagnostic {s}: " + ", ".join(f"{k}={v:.3f}" for k, v in figs.items()))
+    _validity_claims(cfg, rec)
     if cfg.real.enabled:
         real = [x for x in rec.summary if x["setting"].startswith("real;")]
         ok = bool(real) and all("ri_est_mean" in x for x in real)
@@ -262,7 +294,7 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
             p = setting.split("prompt=")[-1]
             figs.update({f"{p}_{k}": v for k, v in zip(("n11", "n10", "n01", "n00"), info["counts_n11_n10_n01_n00"],
                                                          strict=True)})
-        rec.add_claim("C4", f"real run ({cfg.real.model}, two passes; a demonstration, not a paper figure): RI is "
+        rec.add_claim("C4", f"real run ({rec.extra.get('real_model', cfg.real.model)}, two passes; a demonstration, not a paper figure): RI is "
                             "defined (0 < refusal rate < 1) and reported with a bootstrap CI for every pass-1 prompt",
                       ok, **figs)
     if cfg.sim.compare_refusal_rates:
@@ -280,6 +312,81 @@ def _claims(cfg: Config, rec: RunRecord) -> None:
                                                                           strict=True)})
 
 
+def _mean_ci(vals: list[float], level: float) -> tuple[float, float, float]:
+    """Mean and a t-interval over seeds (NaN interval with one seed)."""
+    m = statistics.fmean(vals)
+    if len(vals) < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.5 + level / 2, len(vals) - 1)) * statistics.stdev(vals) / len(vals) ** 0.5
+    return m, m - h, m + h
+
+
+def _validity_claims(cfg: Config, rec: RunRecord) -> None:
+    """C6: bias of the two-pass estimate in each outcome model it does not assume (interval over seeds);
+    C7: stability across refusal rates per seed, each estimate with its bootstrap interval."""
+    tol, validity = cfg.tolerance, {}
+    for d in cfg.sim.noisy_settings:
+        s = sim_setting(cfg.sim.diagnostic_refusal_rate, d)
+        rows = [r for r in rec.rows if r["setting"] == s and "ri_est" in r]
+        if not rows:
+            continue
+        bias = [r["ri_est"] - r["ri_true"] for r in rows]
+        m, lo, hi = _mean_ci(bias, cfg.ci)
+        v = {"bias": m, "bias_ci_low": lo, "bias_ci_high": hi, "n_seeds": len(rows),
+             "ri_true": statistics.fmean(r["ri_true"] for r in rows),
+             "ri_est": statistics.fmean(r["ri_est"] for r in rows),
+             "boot_ci_covers_truth": sum(r["ri_ci_low"] <= r["ri_true"] <= r["ri_ci_high"] for r in rows) / len(rows),
+             "reliable": abs(m) <= tol and (not np.isfinite(lo) or (lo >= -tol and hi <= tol))}
+        if all("ri_direct" in r for r in rows):
+            dm, dlo, dhi = _mean_ci([r["ri_direct"] - r["ri_true"] for r in rows], cfg.ci)
+            v.update(direct_bias=dm, direct_bias_ci_low=dlo, direct_bias_ci_high=dhi)
+        validity[d] = v
+    # the estimator's own model at the same refusal rate, as the reference
+    ref = [r for r in rec.rows if r["setting"] == sim_setting(cfg.sim.diagnostic_refusal_rate) and "ri_est" in r]
+    if ref:
+        m, lo, hi = _mean_ci([r["ri_est"] - r["ri_true"] for r in ref], cfg.ci)
+        validity["gaussian (estimator's model)"] = {"bias": m, "bias_ci_low": lo, "bias_ci_high": hi, "n_seeds": len(ref),
+                                                    "reliable": abs(m) <= tol}
+    rec.extra["validity"] = validity
+    if validity:
+        figs = {}
+        for d, v in validity.items():
+            key = d.replace(" (estimator's model)", "").replace("=", "_")
+            figs.update({f"{key}_bias": v["bias"], f"{key}_bias_ci_low": v["bias_ci_low"],
+                         f"{key}_bias_ci_high": v["bias_ci_high"]})
+        outside = {d: v for d, v in validity.items() if "estimator" not in d}
+        rec.add_claim(
+            "C6", f"validity beyond the estimator's model: the two-pass RI's bias stays within ±{tol:g} (mean over "
+                  f"seeds, {cfg.ci:.0%} t-interval) in every outcome model it does not assume "
+                  f"({', '.join(outside) or 'none run'}) at refusal rate {cfg.sim.diagnostic_refusal_rate:g}",
+            bool(outside) and all(v["reliable"] for v in outside.values()),
+            reliable_in=", ".join(d for d, v in outside.items() if v["reliable"]) or "none",
+            unreliable_in=", ".join(d for d, v in outside.items() if not v["reliable"]) or "none", **figs)
+    rates = sorted(cfg.sim.refusal_rates)
+    per_seed, ok = {}, True
+    for seed in cfg.seeds:
+        rows = [next((r for r in rec.rows if r["setting"] == sim_setting(q) and r["seed"] == seed), None) for q in rates]
+        if any(r is None or "ri_est" not in r for r in rows):
+            ok = False
+            continue
+        est = [r["ri_est"] for r in rows]  # type: ignore[index]
+        lows = [r["ri_ci_low"] for r in rows]  # type: ignore[index]
+        highs = [r["ri_ci_high"] for r in rows]  # type: ignore[index]
+        per_seed[seed] = {"range": max(est) - min(est), "intervals_share_a_point": max(lows) <= min(highs),
+                          "estimates": est, "ci_low": lows, "ci_high": highs}
+    rec.extra["stability_per_seed"] = {"refusal_rates": rates, "per_seed": per_seed}
+    if per_seed:
+        ranges = [v["range"] for v in per_seed.values()]
+        rec.add_claim(
+            "C7", f"stability per seed: on every seed the two-pass RI moves by at most {tol:g} across refusal rates "
+                  f"{min(rates):.0%}-{max(rates):.0%} (and its bootstrap intervals share a common value)",
+            ok and all(r <= tol for r in ranges) and all(v["intervals_share_a_point"] for v in per_seed.values()),
+            max_range=max(ranges), mean_range=statistics.fmean(ranges),
+            seeds_within=sum(r <= tol for r in ranges), n_seeds=len(ranges),
+            seeds_intervals_overlap=sum(v["intervals_share_a_point"] for v in per_seed.values()),
+            **{f"range_seed{k}": v["range"] for k, v in per_seed.items()})
+
+
 def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     import matplotlib
 
@@ -289,27 +396,34 @@ def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     rates = sorted(cfg.sim.refusal_rates)
     sett = [sim_setting(q) for q in rates]
     summ = {x["setting"]: x for x in rec.summary}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     ax = axes[0]
     t = [summ[s]["ri_true_mean"] for s in sett]
     ax.plot(rates, t, "k--", label="true RI")
     ax.fill_between(rates, np.array(t) - cfg.tolerance, np.array(t) + cfg.tolerance, color="0.85",
-                    label=f"±{cfg.tolerance:g}")
+                    label=f"true RI ±{cfg.tolerance:g}")
+    per_seed = rec.extra.get("stability_per_seed", {}).get("per_seed", {})
+    for i, (seed, v) in enumerate(per_seed.items()):
+        ax.errorbar(np.array(rates) + 0.004 * (i - len(per_seed) / 2), v["estimates"],
+                    yerr=[np.array(v["estimates"]) - v["ci_low"], np.array(v["ci_high"]) - v["estimates"]],
+                    fmt=".-", lw=0.6, ms=3, capsize=1.5, alpha=0.6, label=f"seed {seed} (95% bootstrap CI)")
     if all("ri_est_mean" in summ[s] for s in sett):
         ax.errorbar(rates, [summ[s]["ri_est_mean"] for s in sett], yerr=[summ[s]["ri_est_std"] for s in sett],
-                    fmt="o-", capsize=3, label="two-pass estimate (mean ± sd over seeds)")
-    ax.set_xlabel("pass-1 refusal rate")
-    ax.set_ylabel("Refusal Index")
+                    fmt="o-", color="C3", lw=2, capsize=3, label="two-pass estimate, mean ± sd over seeds")
+    ax.set_xlabel("pass-1 refusal rate (fraction of questions refused)")
+    ax.set_ylabel("Refusal Index (Spearman, unitless)")
     ax.set_ylim(0, 1)
-    ax.set_title("true vs estimated RI (simulation)")
-    ax.legend(fontsize=8)
+    ax.set_title("true vs two-pass RI per seed (simulation, greedy)")
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
     ax = axes[1]
     for m in ("ri_est", *RATE_METRICS, "auroc_conf", "ece_conf"):
         if all(f"{m}_mean" in summ[s] for s in sett):
-            ax.plot(rates, [summ[s][f"{m}_mean"] for s in sett], "o-" if m == "ri_est" else ".-",
-                    lw=3 if m == "ri_est" else 1.2, label=m)
-    ax.set_xlabel("pass-1 refusal rate (same model)")
-    ax.set_title("RI vs refusal-rate-based and calibration metrics")
+            ax.errorbar(rates, [summ[s][f"{m}_mean"] for s in sett], yerr=[summ[s].get(f"{m}_std", 0) for s in sett],
+                        fmt="o-" if m == "ri_est" else ".-", lw=3 if m == "ri_est" else 1.2, capsize=2,
+                        label="RI (two-pass)" if m == "ri_est" else m)
+    ax.set_xlabel("pass-1 refusal rate (same model, only the refusal threshold moves)")
+    ax.set_ylabel("metric value (fraction / score)")
+    ax.set_title("RI and baseline metrics (mean ± sd over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     p = ctx.out / "plots" / "ri_vs_refusal_rate.png"
@@ -317,6 +431,35 @@ def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     rec.plots.append(str(p.relative_to(ctx.out)))
+
+    validity = rec.extra.get("validity", {})
+    if validity:
+        names = list(validity)
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 2.6))
+        y = np.arange(len(names))
+        b = np.array([validity[n]["bias"] for n in names])
+        lo = np.array([validity[n]["bias_ci_low"] for n in names])
+        hi = np.array([validity[n]["bias_ci_high"] for n in names])
+        ax.errorbar(b, y, xerr=[np.nan_to_num(b - lo), np.nan_to_num(hi - b)], fmt="o", capsize=3,
+                    label="two-pass RI − true RI (mean, 95% t-interval over seeds)")
+        dn = [n for n in names if "direct_bias" in validity[n]]
+        if dn:
+            yd = np.array([names.index(n) for n in dn]) + 0.2
+            db = np.array([validity[n]["direct_bias"] for n in dn])
+            ax.errorbar(db, yd, xerr=[db - [validity[n]["direct_bias_ci_low"] for n in dn],
+                                      np.array([validity[n]["direct_bias_ci_high"] for n in dn]) - db],
+                        fmt="s", capsize=3, label=f"many-sample RI − true RI ({cfg.sim.direct_samples} samples/question)")
+        ax.axvspan(-cfg.tolerance, cfg.tolerance, color="0.88", label=f"±{cfg.tolerance:g}")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, names)
+        ax.set_xlabel("bias of the RI estimate (RI units)")
+        ax.set_title(f"where the two-pass estimate holds (refusal rate {cfg.sim.diagnostic_refusal_rate:g})")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.6 / len(names)), ncol=1)
+        fig.tight_layout()
+        p = ctx.out / "plots" / "validity.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        rec.plots.append(str(p.relative_to(ctx.out)))
 
     # iso-RI curves: accuracy as a function of refusal rate at fixed would-be error rate
     fig, ax = plt.subplots(figsize=(5.5, 4))

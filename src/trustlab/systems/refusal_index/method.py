@@ -274,10 +274,17 @@ class SimulatedLLM:
         confidence_shift: Verbalised confidence ``Φ(c_i + shift)`` for the AUROC/ECE baselines.
         copula: ``"gaussian"`` or ``"t3"`` (confidence = knowledge + Student-t(3) noise: a
             non-Gaussian dependence, outside the estimator's model).
+        cluster: Fraction of *overconfident* questions (0 for none): the model does not know them
+            (knowledge well below the error threshold) yet is confident about them (confidence well
+            above the refusal threshold), so it answers and errs. A non-Gaussian dependence.
+        hetero: Spread of topic difficulty (0 for none): questions come from three equally likely
+            topics whose knowledge is shifted by ``−hetero, 0, +hetero``, while the model's confidence
+            tracks only the within-topic knowledge (it is blind to which topics are hard).
     """
 
     def __init__(self, latent_rho: float, error_rate: float, decoding_noise: float = 0.0,
-                 confidence_shift: float = 1.0, copula: str = "gaussian") -> None:
+                 confidence_shift: float = 1.0, copula: str = "gaussian", cluster: float = 0.0,
+                 hetero: float = 0.0) -> None:
         if not -1.0 < latent_rho < 1.0:
             raise ValueError(f"latent_rho must be in (-1, 1), got {latent_rho}")
         if not 0.0 < error_rate < 1.0:
@@ -290,7 +297,16 @@ class SimulatedLLM:
         self.error_rate = error_rate
         self.decoding_noise = decoding_noise
         self.confidence_shift = confidence_shift
+        if not 0.0 <= cluster < 1.0 or hetero < 0:
+            raise ValueError(f"cluster must be in [0, 1) and hetero >= 0, got {cluster}, {hetero}")
         self.copula = copula
+        self.cluster = cluster
+        self.hetero = hetero
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether the latent pair is the estimator's model (a standard bivariate normal)."""
+        return self.copula == "gaussian" and self.cluster == 0 and self.hetero == 0
 
     def population(self, n: int, rng: np.random.Generator) -> SimPopulation:
         """Draw ``n`` questions' latent state."""
@@ -301,6 +317,12 @@ class SimulatedLLM:
         else:  # same noise scale, heavy tails; standardised by its own marginal below
             c = self.latent_rho * k + s * rng.standard_t(3, n) / np.sqrt(3.0)
             c = (c - c.mean()) / c.std()
+        if self.hetero > 0:  # topic difficulty shifts knowledge; confidence sees only the within-topic part
+            k = k + self.hetero * (rng.integers(0, 3, n) - 1.0)
+        if self.cluster > 0:  # overconfident questions: unknown, yet confidently answered
+            m = rng.random(n) < self.cluster
+            k[m] = -1.0 - 0.5 * np.abs(rng.standard_normal(int(m.sum())))
+            c[m] = 1.0 + 0.5 * np.abs(rng.standard_normal(int(m.sum())))
         return SimPopulation(knowledge=k, confidence=c)
 
     def _prob(self, threshold: float, latent: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -310,9 +332,11 @@ class SimulatedLLM:
 
     def probabilities(self, pop: SimPopulation, refusal_rate: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Per-question ``(r_i, w_i)`` at a prompt with (population) refusal rate ``refusal_rate``."""
-        c_thr = float(np.quantile(pop.confidence, refusal_rate)) if self.copula != "gaussian" else float(
-            special.ndtri(refusal_rate))
-        return self._prob(c_thr, pop.confidence), self._prob(float(special.ndtri(self.error_rate)), pop.knowledge)
+        c_thr = float(np.quantile(pop.confidence, refusal_rate)) if self.copula != "gaussian" or not self.gaussian \
+            else float(special.ndtri(refusal_rate))
+        k_thr = float(np.quantile(pop.knowledge, self.error_rate)) if self.cluster or self.hetero else float(
+            special.ndtri(self.error_rate))
+        return self._prob(c_thr, pop.confidence), self._prob(k_thr, pop.knowledge)
 
     def evaluate(self, pop: SimPopulation, refusal_rate: float, rng: np.random.Generator) -> SimOutcome:
         """One two-pass evaluation: pass 1 at ``refusal_rate``; pass 2 re-asks refused questions (fresh draws)."""
