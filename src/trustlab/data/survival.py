@@ -47,6 +47,7 @@ __all__ = [
     "dataset_to_frame",
     "frame_layout",
     "frame_to_dataset",
+    "load_survival_frame",
 ]
 
 EMBEDDED = ("synthetic", "breast_cancer", "gbsg2", "whas500", "veterans", "aids")
@@ -916,3 +917,97 @@ def dataset_to_frame(data: SurvivalDataset) -> Any:
     frame = pd.DataFrame({k: (v.to_numpy() if hasattr(v, "to_numpy") else v) for k, v in cols.items()})
     frame.index = pd.Index(data.ids, name="patient_id")
     return frame
+
+
+def load_survival_frame(
+    clinical_csv: str | Path,
+    id_col: str = "patient_id",
+    time_col: str | None = "time",
+    event_col: str | None = "event",
+    genomics_csv: str | Path | None = None,
+    patch_dir: str | Path | None = None,
+    drop: Sequence[str] = (),
+) -> tuple[Any, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Users' files as the estimator's DataFrame (see :func:`frame_to_dataset`), keyed by patient id.
+
+    Clinical columns become ``clinical/<column>`` (categoricals stay text: the estimator one-hot
+    encodes them with the levels seen at fit), genomics columns ``genomics/<gene>`` (patients absent
+    from the genomics CSV: all NaN = missing modality), and patch files an object column
+    ``pathology`` (None for patients without a file). Bags are *not* capped here: the estimator's
+    ``max_patches`` does it.
+
+    Args:
+        clinical_csv: One row per patient: ``id_col``, (for fitting) ``time_col`` and ``event_col``
+            (1 = event), and clinical columns.
+        id_col: Patient id column (in every CSV).
+        time_col, event_col: Label columns; None = no labels (prediction).
+        genomics_csv: Optional (patient id, gene columns...) table.
+        patch_dir: Optional folder of per-patient patch files (see :func:`load_patch_bags`).
+        drop: Further clinical columns to leave out (e.g. the training labels at prediction).
+
+    Returns:
+        ``(frame, time, event, info)``; ``time``/``event`` are None without label columns; ``info``
+        counts patients per modality.
+
+    Raises:
+        UserError: missing files/columns, duplicate ids, invalid labels, ids that match nothing.
+    """
+    import pandas as pd
+
+    clin = _read_csv(clinical_csv, "clinical")
+    need = [c for c in (id_col, time_col, event_col) if c is not None]
+    for c in need:
+        if c not in clin.columns:
+            flag = {id_col: "--id", time_col: "--time", event_col: "--event"}[c]
+            raise UserError(f"clinical CSV has no column {c!r} (columns: {', '.join(map(str, clin.columns[:8]))})",
+                            f"rename the column or pass its name with {flag}")
+    if clin[id_col].duplicated().any():
+        dup = clin[id_col][clin[id_col].duplicated()].astype(str).tolist()[:3]
+        raise UserError(f"duplicate patient ids in clinical CSV: {', '.join(dup)}", "keep one row per patient")
+    ids = clin[id_col].astype(str).to_numpy()
+    time = event = None
+    if time_col is not None and event_col is not None:
+        time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
+        ev_raw = clin[event_col]
+        if ev_raw.dtype == object:
+            ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
+        ev = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(ev, (0, 1))
+        if bad.any():
+            raise UserError(f"{bad.sum()} clinical row(s) have invalid time/event, e.g. patient {ids[bad][0]!r}",
+                            "times must be positive numbers and events 0/1")
+        event = ev.astype(bool)
+    skip = set(need) | set(drop)
+    cols = {f"clinical{FRAME_SEP}{c}": clin[c].to_numpy() for c in clin.columns if c not in skip}
+    info: dict[str, Any] = {"patients": len(ids), "clinical_columns": len(cols)}
+    if genomics_csv is not None:
+        gen = _read_csv(genomics_csv, "genomics")
+        if id_col not in gen.columns:
+            raise UserError(f"genomics CSV has no id column {id_col!r}", "add it or pass its name with --id")
+        gen[id_col] = gen[id_col].astype(str)
+        if gen[id_col].duplicated().any():
+            raise UserError("duplicate patient ids in genomics CSV", "keep one row per patient")
+        matched = set(gen[id_col]) & set(ids)
+        if not matched:
+            raise UserError(f"no genomics id matches a clinical id (e.g. {gen[id_col].iloc[0]!r} vs {ids[0]!r})",
+                            "use the same patient ids in both CSVs")
+        unknown = sorted(set(gen[id_col]) - set(ids))
+        if unknown:
+            log.warning("%d genomics row(s) match no clinical id and are ignored, e.g. %s", len(unknown), unknown[:3])
+        genes = [c for c in gen.columns if c != id_col]
+        g = gen.set_index(id_col).reindex(ids)[genes].apply(pd.to_numeric, errors="coerce")
+        if (g.isna() & gen.set_index(id_col).reindex(ids)[genes].notna()).to_numpy().any():
+            raise UserError("genomics CSV has non-numeric values", "store numeric expression values only")
+        for c in genes:
+            cols[f"genomics{FRAME_SEP}{c}"] = g[c].to_numpy(float)
+        info["genomics_patients"] = int(g.notna().any(axis=1).sum())
+    if patch_dir is not None:
+        bag = load_patch_bags(patch_dir, ids, max_patches=None)
+        cols["pathology"] = [bag.x[i, bag.mask[i]] if bag.present[i] else None for i in range(len(ids))]
+        info["pathology_patients"] = int(bag.present.sum())
+        info["largest_bag"] = int(bag.info["largest_bag"])
+    if not cols:
+        raise UserError("no feature column besides id/time/event", "add clinical columns, --genomics or --patches")
+    frame = pd.DataFrame({k: pd.Series(v, dtype=object if k == "pathology" else None) for k, v in cols.items()})
+    frame.index = pd.Index(ids, name=id_col)
+    return frame, time, event, info
