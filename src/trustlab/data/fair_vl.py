@@ -19,6 +19,12 @@ Data card
   ``corr = P(a = y mod G)`` sets the label-attribute correlation (``1/G`` = independent).
 * **Captions** (pretraining only): templates such as ``"a photo of a young smiling person"``; the group
   word is dropped with probability ``1 - p_group`` and the class word with ``1 - p_class``.
+* **Text alignment** (``text_alignment = α``, default 1): the group term of the image is
+  ``s_g (α G_a + √(1 − α²) H_a)`` with ``H_a`` a second, independent pattern per group. Pretraining
+  corpora are drawn from the α = 1 world (only ``G_a``), so the demographic direction the text tower
+  learns to name is aligned with ``G_a`` only; with ``α < 1`` the federated images also carry ``H_a``,
+  a demographic signal no caption ever named (the "partly aligned" world: a text-derived group
+  subspace no longer spans all of it).
 * **Federation**: client ``k`` draws its train/val/test samples with its own ``corr_k`` (e.g. six
   skewed clients at 0.8-0.95 and two balanced ones at 0.5) and, optionally, Dirichlet label skew.
   The global test set is balanced over (label, group) cells (``corr = 1/G``), so a model that uses the
@@ -68,6 +74,8 @@ class FairVLSpec:
         noise: Pixel noise std ``sigma``.
         blur: Std (pixels) of the Gaussian blur that makes the patterns smooth.
         seed: World seed (the patterns).
+        text_alignment: ``α`` in [0, 1]: share of the group signal in the caption-named pattern
+            ``G_a`` (the rest in the unnamed ``H_a``; see the module docstring).
     """
 
     image_size: int = 12
@@ -78,6 +86,7 @@ class FairVLSpec:
     noise: float = 1.0
     blur: float = 1.5
     seed: int = 0
+    text_alignment: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image_size < 2:
@@ -86,6 +95,8 @@ class FairVLSpec:
             raise ValueError("need at least two class names and two group names")
         if len(set(self.class_names) | set(self.group_names)) != len(self.class_names) + len(self.group_names):
             raise ValueError("class and group names must be distinct words")
+        if not 0.0 <= self.text_alignment <= 1.0:
+            raise ValueError(f"text_alignment must be in [0, 1], got {self.text_alignment}")
         for name in ("class_signal", "group_signal", "noise", "blur"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -103,11 +114,13 @@ class FairVLSpec:
 
 @dataclass
 class FairVLWorld:
-    """Spec plus its patterns (``class_patterns`` ``(C, S, S)``, ``group_patterns`` ``(G, S, S)``)."""
+    """Spec plus its patterns (``class_patterns`` ``(C, S, S)``, ``group_patterns`` and the unnamed
+    ``hidden_group_patterns`` ``(G, S, S)``)."""
 
     spec: FairVLSpec
     class_patterns: np.ndarray
     group_patterns: np.ndarray
+    hidden_group_patterns: np.ndarray | None = None
 
 
 @dataclass
@@ -164,7 +177,8 @@ def make_world(spec: FairVLSpec) -> FairVLWorld:
     rng = np.random.default_rng([spec.seed, 7919])
     cp = np.stack([_smooth_pattern(rng, spec.image_size, spec.blur) for _ in range(spec.n_classes)])
     gp = np.stack([_smooth_pattern(rng, spec.image_size, spec.blur) for _ in range(spec.n_groups)])
-    return FairVLWorld(spec, cp, gp)
+    hp = np.stack([_smooth_pattern(rng, spec.image_size, spec.blur) for _ in range(spec.n_groups)])  # after cp, gp:
+    return FairVLWorld(spec, cp, gp, hp)  # the aligned world's patterns are unchanged
 
 
 def _draw_labels(n: int, corr: float, n_classes: int, n_groups: int, rng: np.random.Generator,
@@ -201,7 +215,11 @@ def sample_batch(world: FairVLWorld, n: int, corr: float, rng: np.random.Generat
     else:
         y, a = _draw_labels(n, corr, s.n_classes, s.n_groups, rng, class_probs)
     jitter = 1.0 + rng.uniform(-0.25, 0.25, size=(n, 1, 1))
-    x = (s.class_signal * jitter * world.class_patterns[y] + s.group_signal * world.group_patterns[a]
+    alpha = s.text_alignment
+    group = world.group_patterns[a]
+    if alpha < 1.0 and world.hidden_group_patterns is not None:
+        group = alpha * group + np.sqrt(1.0 - alpha**2) * world.hidden_group_patterns[a]
+    x = (s.class_signal * jitter * world.class_patterns[y] + s.group_signal * group
          + s.noise * rng.standard_normal((n, s.image_size, s.image_size)))
     return FairVLBatch(torch.from_numpy(x[:, None].astype(np.float32)), torch.from_numpy(y.astype(np.int64)),
                        torch.from_numpy(a.astype(np.int64)))

@@ -8,7 +8,8 @@
   participation. Replies with errors, NaN/inf or wrongly shaped arrays are excluded with a logged reason.
 - :func:`make_client_app` turns a factory ``(partition_id, context) -> client`` into a ``ClientApp``;
   :func:`make_server_app` turns a factory ``context -> ServerSetup`` into a ``ServerApp``.
-- :func:`run_flower_simulation` runs both on Flower's Simulation Engine (``flwr.simulation``, Ray
+- :func:`run_on_flower` trains any strategy + clients this way and returns the History in the
+  clients' partition ids; :func:`run_flower_simulation` runs a ServerApp/ClientApp pair on Flower's Simulation Engine (``flwr.simulation``, Ray
   backend); :class:`InlineGrid` is a ``Grid`` that calls the ClientApp in the same process (tests,
   debugging: the same messages, no Ray).
 
@@ -46,8 +47,8 @@ from trustlab.utils.seed import derive_seed
 
 log = get_logger(__name__)
 
-__all__ = ["InlineGrid", "MessageStrategy", "ServerSetup", "make_client_app", "make_server_app",
-           "run_flower_simulation"]
+__all__ = ["InlineGrid", "MessageStrategy", "ServerSetup", "make_client_app", "make_server_app", "relabel",
+           "run_flower_simulation", "run_on_flower"]
 
 require("flwr", "fed")
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
@@ -366,3 +367,56 @@ def run_flower_simulation(server_app: ServerApp, client_app: ClientApp, num_supe
         warnings.simplefilter("ignore")
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_supernodes,
                        backend_config=backend)
+
+
+def relabel(hist: History, mapping: dict[Any, int]) -> History:
+    """A copy of ``hist`` with node ids replaced by partition ids (selected, accepted, weights, excluded)."""
+    def m(c: Any) -> Any:
+        return mapping.get(c, c)
+
+    rounds = []
+    for r in hist.rounds:
+        t = dict(r.train)
+        for k in ("accepted", "rejected"):
+            if k in t:
+                t[k] = [m(c) for c in t[k]]
+        for k in ("weights", "excluded"):
+            if k in t:
+                t[k] = {m(c): v for c, v in t[k].items()}
+        rounds.append(RoundLog(r.round, [m(c) for c in r.selected], t, r.evaluate, r.centralized, r.seconds))
+    return History(hist.parameters, rounds)
+
+
+def run_on_flower(strategy: Strategy, clients: Sequence[Client], init: NDArrays, rounds: int, fraction_fit: float,
+                  evaluate_fn: Callable[[int, NDArrays], dict[str, Any]], seed: int,
+                  inline: bool = False) -> tuple[History, dict[int, int]]:
+    """Train with Flower's ServerApp/ClientApp; return the History in partition ids and ``{node id: partition}``.
+
+    Args:
+        strategy: The trustlab server strategy (keyed by node id inside Flower).
+        clients: One client per partition (partition id = list index = ``cid``).
+        init: Initial global parameters.
+        rounds: Rounds.
+        fraction_fit: Fraction of nodes sampled per round.
+        evaluate_fn: Centralised evaluation.
+        seed: Sampling seed.
+        inline: Deliver messages in this process (:class:`~trustlab.federated.flower.InlineGrid`)
+            instead of the Simulation Engine.
+    """
+    by_pid = {int(c.cid): c for c in clients}
+
+    def client_fn(pid: int, context: Any) -> Client:
+        return by_pid[pid]
+
+    client_app = make_client_app(client_fn)
+    strat = MessageStrategy(strategy, fraction_train=fraction_fit, min_available_nodes=len(clients), seed=seed)
+    if inline:
+        hist = strat.run(InlineGrid(client_app, len(clients), seed), init, rounds, evaluate_fn)
+    else:
+        server_app = make_server_app(lambda ctx: ServerSetup(strat, init, rounds, evaluate_fn))
+        run_flower_simulation(server_app, client_app, len(clients))
+        hist = strat.history_
+        if len(hist.rounds) != rounds + 1:
+            raise RuntimeError(f"the Flower simulation finished {max(len(hist.rounds) - 1, 0)} of {rounds} rounds "
+                               "(see the Flower log above)")
+    return relabel(hist, strat.partitions_), dict(strat.partitions_)

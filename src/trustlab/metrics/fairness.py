@@ -196,3 +196,34 @@ def fairness_report(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike, n_c
         "eo_diff": eo_diff(yt, yp, g, labels=labels),
         "worst_group_acc": worst_group_acc(yt, yp, cells),
     }
+
+
+def group_table(y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike, n_classes: int | None = None) -> list[dict[str, Any]]:
+    """Per-group metrics computed by fairlearn's ``MetricFrame`` (one dict per group, plus an ``"overall"`` row).
+
+    Columns: ``count``, ``accuracy`` and ``rate_c`` (share of the group predicted as class ``c``, the
+    selection rate of class ``c``; the demographic-parity difference of class ``c`` is the spread of
+    its column). Needs the ``fair`` extra (fairlearn).
+
+    Example:
+        >>> rows = group_table([1, 0, 1, 1], [1, 0, 0, 1], ["a", "a", "b", "b"], n_classes=2)
+        >>> [(r["group"], r["accuracy"], r["rate_1"]) for r in rows]
+        [('a', 1.0, 0.5), ('b', 0.5, 0.5), ('overall', 0.75, 0.5)]
+    """
+    from fairlearn.metrics import MetricFrame, count
+
+    yt, yp, g = _check(y_pred, groups, y_true)
+    k = int(n_classes) if n_classes is not None else int(max(yt.max(), yp.max())) + 1
+
+    def rate(c: int):  # noqa: ANN202 - fairlearn metric signature
+        return lambda t, p: float(np.mean(np.asarray(p) == c))
+
+    metrics: dict[str, Any] = {"count": count, "accuracy": lambda t, p: float(np.mean(np.asarray(t) == np.asarray(p)))}
+    metrics.update({f"rate_{c}": rate(c) for c in range(k)})
+    mf = MetricFrame(metrics=metrics, y_true=yt, y_pred=yp, sensitive_features=g)
+    rows = []
+    for grp, vals in mf.by_group.iterrows():
+        rows.append({"group": grp.item() if hasattr(grp, "item") else grp,
+                     **{c: (int(v) if c == "count" else float(v)) for c, v in vals.items()}})
+    rows.append({"group": "overall", **{c: (int(v) if c == "count" else float(v)) for c, v in mf.overall.items()}})
+    return rows

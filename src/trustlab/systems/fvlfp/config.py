@@ -22,6 +22,11 @@ class Config(SystemConfig):
         backbone: ``"tiny"`` (the embedded TinyCLIP, pretrained by our code and cached) or the local
             folder of a transformers ``CLIPModel`` + tokenizer (then ``data_path`` must be given).
         data_path: Optional ``.npz`` with your own data (see ``data.py``); empty = synthetic FairVL.
+        features_path: Optional ``manifest.json`` of precomputed per-client image features (one
+            ``.npy`` per client; see ``data.load_feature_manifest``); replaces images and ``data_path``.
+        text_alignment: Synthetic world only: share ``α`` of the demographic image signal in the
+            pattern the captions name (1 = the aligned world; 0.5 = the "partial" world, see
+            ``trustlab.data.fair_vl``).
         class_signal / group_signal / noise / image_size: FairVL world (see trustlab.data.fair_vl).
         pretrain_pairs / pretrain_epochs / pretrain_corr: TinyCLIP pretraining recipe
             (``pretrain_corr`` = label-attribute co-occurrence in the captioned corpus: the planted bias).
@@ -38,6 +43,8 @@ class Config(SystemConfig):
 
     backbone: str = "tiny"
     data_path: str = ""
+    features_path: str = ""
+    text_alignment: float = 1.0
     class_signal: float = 0.2
     group_signal: float = 1.0
     noise: float = 1.0
@@ -68,6 +75,8 @@ class Config(SystemConfig):
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"seeds": [0], "rounds": 5, "n_test": 1000},
+        "quick": {"seeds": [0], "rounds": 4, "n_test": 600, "n_train": 100, "n_val": 60, "n_test_client": 60,
+                  "local_steps": 3, "methods": ["zero_shot", "promptfl", "fvlfp"]},
         "paper": {"seeds": [0, 1, 2, 3, 4], "rounds": 30, "n_train": 400, "pretrain_pairs": 8000,
                   "pretrain_epochs": 20, "n_test": 4000},
     }
@@ -78,7 +87,9 @@ class Config(SystemConfig):
         unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown or not self.methods:
             raise UserError(f"unknown or empty methods {unknown or self.methods}", f"choose from {', '.join(ALL_METHODS)}")
-        if self.backbone != "tiny" and not self.data_path:
+        if not 0.0 <= self.text_alignment <= 1.0:
+            raise UserError(f"text_alignment={self.text_alignment} must be in [0, 1]", "e.g. text_alignment=0.5")
+        if self.backbone != "tiny" and not (self.data_path or self.features_path):
             raise UserError(f"backbone {self.backbone!r} needs your own data",
                             "set data_path=your.npz (images preprocessed for that CLIP; see systems/fvlfp/README.md)")
         if not self.client_corrs or any(not 0.0 <= c <= 1.0 for c in self.client_corrs):

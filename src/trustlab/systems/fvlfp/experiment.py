@@ -9,6 +9,7 @@ set (accuracy, DP/EO difference, worst-(label, group) accuracy) and on every cli
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from trustlab.data.fair_vl import FairVLBatch, FairVLFederation, FairVLSpec
 from trustlab.federated import FedAvg, Strategy, simulate
-from trustlab.models.tiny_clip import HFCLIPBackbone, PretrainRecipe, VLBackbone, load_or_pretrain
+from trustlab.models.tiny_clip import HFCLIPBackbone, VLBackbone
 from trustlab.reporting import RunRecord
 from trustlab.runner import RunContext
 from trustlab.systems.fvlfp.baselines import FairFedStrategy, QFFLStrategy, zero_shot_eval
@@ -29,8 +30,10 @@ from trustlab.systems.fvlfp.method import (
     LocalTrainConfig,
     PromptClient,
     PromptLearner,
+    classify,
     evaluate_global,
 )
+from trustlab.systems.fvlfp.pretrain import PretrainRecipe, load_or_pretrain
 from trustlab.utils.logging import get_logger
 from trustlab.utils.seed import derive_seed
 
@@ -42,7 +45,7 @@ Feats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 def world_spec(cfg: Config) -> FairVLSpec:
     """The FairVL world of the config."""
     return FairVLSpec(image_size=cfg.image_size, class_signal=cfg.class_signal, group_signal=cfg.group_signal,
-                      noise=cfg.noise)
+                      noise=cfg.noise, text_alignment=cfg.text_alignment)
 
 
 def pretrain_recipe(cfg: Config) -> PretrainRecipe:
@@ -93,8 +96,14 @@ def make_strategy(method: str, cfg: Config) -> Strategy:
 
 
 def run_method(method: str, cfg: Config, backbone: VLBackbone, class_names: tuple[str, ...],
-               group_names: tuple[str, ...], feats: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Train (federated) and evaluate one method for one seed; returns metrics, curve and diagnostics."""
+               group_names: tuple[str, ...], feats: dict[str, Any], seed: int, engine: str = "inprocess",
+               return_arrays: bool = False) -> dict[str, Any]:
+    """Train (federated) and evaluate one method for one seed; returns metrics, curve and diagnostics.
+
+    ``engine``: ``inprocess`` (:func:`trustlab.federated.simulate`), ``flower-sim`` (Flower ServerApp +
+    ClientApp on the Simulation Engine) or ``flower-inline`` (the same apps in this process).
+    ``return_arrays`` adds the final prompt arrays under ``"arrays"`` (not JSON; for saving).
+    """
     t0 = time.perf_counter()
     test = feats["test"]
     if method == "zero_shot":
@@ -120,10 +129,19 @@ def run_method(method: str, cfg: Config, backbone: VLBackbone, class_names: tupl
         curve.append({"acc": m["acc"], "dp_diff": m["dp_diff"]})
         return m
 
-    hist = simulate(strategy, clients, glob.get_arrays(), cfg.rounds, fraction_fit=cfg.fraction_fit,
-                    evaluate_fn=evaluate_fn, seed=derive_seed(seed, "sampling"), desc=method)
+    if engine == "inprocess":
+        hist = simulate(strategy, clients, glob.get_arrays(), cfg.rounds, fraction_fit=cfg.fraction_fit,
+                        evaluate_fn=evaluate_fn, seed=derive_seed(seed, "sampling"), desc=method)
+    elif engine in ("flower-sim", "flower-inline"):
+        from trustlab.federated.flower import run_on_flower
+
+        hist, _ = run_on_flower(strategy, clients, glob.get_arrays(), cfg.rounds, cfg.fraction_fit, evaluate_fn,
+                                derive_seed(seed, "sampling"), inline=engine == "flower-inline")
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
     glob.set_arrays(hist.parameters)
     metrics = evaluate_global(backbone, glob, *test, flags.dsop)
+    groups_table = group_metric_table(backbone, glob, *test, flags.dsop, group_names)
     per_client = [evaluate_global(backbone, glob, *f["test"], flags.dsop) for f in feats["clients"]]
     metrics["client_eo_max"] = max(c["eo_diff"] for c in per_client)
     metrics["client_acc_min"] = min(c["acc"] for c in per_client)
@@ -131,8 +149,22 @@ def run_method(method: str, cfg: Config, backbone: VLBackbone, class_names: tupl
     metrics["seconds"] = time.perf_counter() - t0
     last = getattr(strategy, "log_", [])
     weights = {str(k): float(v) for k, v in (last[-1]["weights"].items() if last else [])}
-    return {"metrics": metrics, "curve": curve, "weights": weights,
-            "per_client": [{k: float(v) for k, v in c.items()} for c in per_client]}
+    out = {"metrics": metrics, "curve": curve, "weights": weights, "group_table": groups_table,
+           "per_client": [{k: float(v) for k, v in c.items()} for c in per_client]}
+    if return_arrays:
+        out["arrays"] = hist.parameters
+    return out
+
+
+def group_metric_table(backbone: VLBackbone, learner: PromptLearner, z: torch.Tensor, y: torch.Tensor,
+                       a: torch.Tensor, dsop: bool, group_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-group accuracy, size and per-class prediction rates (fairlearn ``MetricFrame``) on features ``z``."""
+    from trustlab.metrics.fairness import group_table
+
+    with torch.no_grad():
+        pred = classify(backbone, learner, z, dsop).argmax(-1).numpy()
+    names = np.asarray(group_names, dtype=object)[a.numpy()]
+    return group_table(y.numpy(), pred, names, n_classes=learner.n_classes)
 
 
 def build_federation(cfg: Config, seed: int) -> tuple[FairVLFederation, tuple[str, ...], tuple[str, ...]]:
@@ -176,6 +208,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 rec.add_series("default", method, seed, step, **point)
             if res["weights"]:
                 rec.extra["fpf_weights"][f"{method}/seed={seed}"] = res["weights"]
+            if res.get("group_table"):  # fairlearn MetricFrame by group on the global test set
+                rec.extra.setdefault("group_table", {})[f"{method}/seed={seed}"] = res["group_table"]
             if res.get("per_client"):  # each client's own test split: acc, dp_diff, eo_diff, worst_group_acc
                 rec.extra["per_client"][f"{method}/seed={seed}"] = res["per_client"]
             log.info("seed %d %-14s acc %.3f dp %.3f", seed, method, res["metrics"]["acc"], res["metrics"]["dp_diff"])

@@ -112,7 +112,7 @@ def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed
         hist = simulate(strategy, clients, init, cfg.rounds, fraction_fit=cfg.fraction_fit, evaluate_fn=evaluate,
                         seed=seed, desc=desc)
     else:
-        from trustlab.systems.nadafd.fed import run_on_flower
+        from trustlab.federated.flower import run_on_flower
 
         hist, mapping = run_on_flower(strategy, clients, init, cfg.rounds, cfg.fraction_fit, evaluate, seed,
                                       inline=engine == "flower-inline")

@@ -1,8 +1,7 @@
 """NADAFD on Flower's Message API, the ``trustlab fed nadafd`` run, and the saved global model.
 
-- :func:`run_on_flower`: any NADAFD/baseline strategy as a Flower ``ServerApp`` (through
-  :class:`trustlab.federated.flower.MessageStrategy`) and the SAR clients as a ``ClientApp``, on the
-  Simulation Engine (or delivered in-process for tests).
+- Training on Flower goes through :func:`trustlab.federated.flower.run_on_flower` (the strategy as a
+  ``ServerApp``, the SAR clients as a ``ClientApp``, on the Simulation Engine).
 - :func:`fed_run`: one experiment (setting, method, seed) at a chosen population, writing
   ``results.json`` and ``global_model.safetensors`` (the final global CNN, its architecture in the
   metadata); :func:`load_global_model` rebuilds the CNN from that file.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,92 +18,28 @@ from typing import Any
 import torch
 
 from trustlab.errors import UserError
-from trustlab.federated.simulation import History, RoundLog, set_parameters
-from trustlab.federated.strategy import NDArrays, Strategy
+from trustlab.federated.simulation import set_parameters
 from trustlab.models.cnn import SARCNN
-from trustlab.systems.nadafd.clients import SARClient
 from trustlab.systems.nadafd.config import ALL_METHODS, ATTACKS, Config
 from trustlab.utils.io import atomic_write_json, load_tensors, save_tensors
 from trustlab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["MODEL_FILE", "fed_config", "fed_run", "load_global_model", "relabel", "run_on_flower"]
+__all__ = ["MODEL_FILE", "fed_config", "fed_run", "load_global_model"]
 
 MODEL_FILE = "global_model.safetensors"
 
 
-def relabel(hist: History, mapping: dict[Any, int]) -> History:
-    """A copy of ``hist`` with node ids replaced by partition ids (selected, accepted, weights, excluded)."""
-    def m(c: Any) -> Any:
-        return mapping.get(c, c)
-
-    rounds = []
-    for r in hist.rounds:
-        t = dict(r.train)
-        for k in ("accepted", "rejected"):
-            if k in t:
-                t[k] = [m(c) for c in t[k]]
-        for k in ("weights", "excluded"):
-            if k in t:
-                t[k] = {m(c): v for c, v in t[k].items()}
-        rounds.append(RoundLog(r.round, [m(c) for c in r.selected], t, r.evaluate, r.centralized, r.seconds))
-    return History(hist.parameters, rounds)
-
-
-def run_on_flower(strategy: Strategy, clients: Sequence[SARClient], init: NDArrays, rounds: int, fraction_fit: float,
-                  evaluate_fn: Callable[[int, NDArrays], dict[str, Any]], seed: int,
-                  inline: bool = False) -> tuple[History, dict[int, int]]:
-    """Train with Flower's ServerApp/ClientApp; return the History in partition ids and ``{node id: partition}``.
-
-    Args:
-        strategy: The trustlab server strategy (keyed by node id inside Flower).
-        clients: One SAR client per partition (partition id = list index = ``cid``).
-        init: Initial global parameters.
-        rounds: Rounds.
-        fraction_fit: Fraction of nodes sampled per round.
-        evaluate_fn: Centralised evaluation.
-        seed: Sampling seed.
-        inline: Deliver messages in this process (:class:`~trustlab.federated.flower.InlineGrid`)
-            instead of the Simulation Engine.
-    """
-    from trustlab.federated.flower import (
-        InlineGrid,
-        MessageStrategy,
-        ServerSetup,
-        make_client_app,
-        make_server_app,
-        run_flower_simulation,
-    )
-
-    by_pid = {int(c.cid): c for c in clients}
-
-    def client_fn(pid: int, context: Any) -> SARClient:
-        return by_pid[pid]
-
-    client_app = make_client_app(client_fn)
-    strat = MessageStrategy(strategy, fraction_train=fraction_fit, min_available_nodes=len(clients), seed=seed)
-    if inline:
-        hist = strat.run(InlineGrid(client_app, len(clients), seed), init, rounds, evaluate_fn)
-    else:
-        server_app = make_server_app(lambda ctx: ServerSetup(strat, init, rounds, evaluate_fn))
-        run_flower_simulation(server_app, client_app, len(clients))
-        hist = strat.history_
-        if len(hist.rounds) != rounds + 1:
-            raise RuntimeError(f"the Flower simulation finished {max(len(hist.rounds) - 1, 0)} of {rounds} rounds "
-                               "(see the Flower log above)")
-    return relabel(hist, strat.partitions_), dict(strat.partitions_)
-
-
 def fed_config(num_clients: int, fraction_fit: float, rounds: int, seed: int, scale: str = "quick",
                overrides: dict[str, Any] | None = None) -> Config:
-    """The experiment config of a ``trustlab fed nadafd`` call (``n_train`` grows to 10 chips per client)."""
+    """The experiment config of a ``trustlab fed nadafd`` call (``n_train`` grows to 20 chips per client)."""
     cfg = Config.for_scale(scale)
     from trustlab.config import apply_overrides
 
     apply_overrides(cfg, dict(overrides or {}))
     cfg = replace(cfg, num_clients=num_clients, fraction_fit=fraction_fit, rounds=rounds, seeds=[seed],
-                  n_train=max(cfg.n_train, 10 * num_clients))
+                  n_train=max(cfg.n_train, 20 * num_clients))
     if cfg.dha_group >= num_clients:
         cfg = replace(cfg, dha_group=max(1, num_clients - 1))
     cfg.validate()
