@@ -267,3 +267,16 @@ def test_tuning_grids_are_the_same_size_and_selection_follows_the_rule():
     assert chosen["point"] == 0 and chosen["n_points"] == 3
     with pytest.raises(ValueError):
         select(rows[:-1], "aa_reduced_acc")  # point 2 on fewer seeds
+
+
+def test_key_figure_names_legacy_rows_from_the_files_own_config(tmp_path):
+    from trustlab.systems.uadat.plots import figure_from_results, paired_from_results
+
+    rows = [{"setting": "default", "method": m, "seed": s, "nat_acc": 0.7 + 0.01 * s, "aa_acc": a + 0.01 * s}
+            for m, a in (("trades", 0.50), ("uadat", 0.52), ("uadat_no_iga", 0.51)) for s in (0, 1, 2)]
+    legacy = {"rows": rows, "config": {"uadat_adv_ce": 1.0, "n_aa": 600}, "extra": {}}
+    (tmp_path / "r.json").write_text(json.dumps(legacy))
+    png = figure_from_results(tmp_path / "r.json", tmp_path / "k.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ci = paired_from_results(tmp_path / "r.json")
+    assert ci["trades"]["diff"] == pytest.approx(0.02) and ci["trades"]["ci_low"] == pytest.approx(0.02)
