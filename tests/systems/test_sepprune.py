@@ -264,23 +264,47 @@ def test_mixture_folder_loader(tmp_path) -> None:  # noqa: ANN001
         load_mixture_folder(tmp_path / "nope")
 
 
-def test_smoke_run_orders_methods(tmp_path) -> None:  # noqa: ANN001
+def test_quick_run_protocol(tmp_path) -> None:  # noqa: ANN001
     from trustlab.runner import run_system
 
-    rec, out = run_system("sepprune", "smoke", out=tmp_path / "run", seeds=[0])
-    s = {r["method"]: r for r in rec.summary}
-    assert set(s) == {"dense", "sepprune", "l1", "random", "scratch"}
-    assert s["sepprune"]["macs_ratio_mean"] <= 0.55
-    assert s["sepprune"]["si_snri_db_mean"] > s["scratch"]["si_snri_db_mean"]
-    assert (out / "results.json").is_file() and (out / "models" / "sepprune_seed0.safetensors").is_file()
-    assert {c["id"] for c in rec.claims} >= {"C1", "C2", "C3", "C4", "C5"}
-    # the saved pruned model reloads with the right widths
-    m = load_model(out / "models" / "sepprune_seed0")
-    assert m.mask_groups() == rec.extra["counts"]["0"]
+    rec, out = run_system("sepprune", "quick", out=tmp_path / "run", overrides=["l1init_lrs=[0.02,0.1]"])
+    by = {(r["setting"], r["method"]) for r in rec.summary}
+    assert by >= {("code_eps0.7", m) for m in ("dense", "sepprune", "l1", "hrank", "random", "scratch")}
+    assert by >= {("macs0.5", m) for m in ("dense", "sepprune_l1init", "l1", "hrank", "random", "scratch")}
+    s = {(r["setting"], r["method"]): r for r in rec.summary}
+    assert s[("macs0.5", "sepprune_l1init")]["macs_ratio_mean"] <= 0.5 + 1e-9
+    # the matched baselines keep exactly the SepPrune rows' widths (same MACs)
+    for st, m in (("code_eps0.7", "sepprune"), ("macs0.5", "sepprune_l1init")):
+        for b in ("l1", "hrank", "random", "scratch"):
+            assert s[(st, b)]["macs_ratio_mean"] == pytest.approx(s[(st, m)]["macs_ratio_mean"])
+    sel = rec.extra["selection"]
+    assert sel["seeds"] == [100] and sel["chosen"] in (0.02, 0.1) and set(sel["validation_si_snri_db"]) == {"0.02", "0.1"}
+    ids = {c["id"] for c in rec.claims}
+    assert {"code_eps0.7:sepprune>l1", "macs0.5:sepprune_l1init>random", "macs0.5:recovery", "code_eps0.7:speedup"} <= ids
+    row = next(r for r in rec.rows if r["method"] == "sepprune" and r["setting"] == "code_eps0.7")
+    assert row["speedup_vs_scratch"] >= 1 and row["speedup_is_lower_bound"] in (0.0, 1.0)
+    assert (out / "plots" / "si_snri_vs_macs.png").is_file()
+    m = load_model(out / "models" / "macs0.5_sepprune_l1init_seed0")
+    assert m.mask_groups() == rec.extra["counts"]["macs0.5"]["0"]
+
+
+def test_hrank_drops_a_dead_channel_and_last_sample_mask() -> None:
+    from trustlab.systems.sepprune.baselines import hrank_keep
+
+    torch.manual_seed(0)
+    model = ConvTasNet(**TINY).eval()
+    with torch.no_grad():  # channel 3 of block 0 computes a constant: its feature map has rank <= 1
+        model.blocks[0].in_conv.weight[3].zero_()
+    mix = torch.randn(4, 1600, generator=torch.Generator().manual_seed(0))
+    keep = hrank_keep(model, {"blocks.0.hidden": 19, "blocks.1.hidden": 20}, mix)
+    assert 3 not in keep["blocks.0.hidden"].tolist() and len(keep["blocks.1.hidden"]) == 20
+    cm = linear_cost_model(model, 400, build_model)
+    sp = SepPrune(target_macs=None, steps=3, final="last_sample", seed=0).fit(model, _toy_batches(0), cm)
+    assert {g: m.tolist() for g, m in sp.keep(cm).items()} == {g: m.tolist() for g, m in sp.last_mask_.items()}
 
 
 @pytest.mark.parametrize("override", ["target_macs=1.5", "n_test_speakers=1", "source=tts", "model.arch=unet",
-                                      "mask_init=zeros", "mask_lr=0"])
+                                      "code_steps=0", "l1init_lrs=[0]", "selection_seeds=[0]", "n_val_speakers=7"])
 def test_bad_config_is_a_user_error(override: str, tmp_path) -> None:  # noqa: ANN001
     from trustlab.runner import run_system
 

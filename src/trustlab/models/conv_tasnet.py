@@ -177,6 +177,10 @@ class ConvTasNet(nn.Module):
         kw["hidden"] = hidden
         return {"arch": ARCH, "kwargs": kw}
 
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """Per group, the module whose output ``[B, H, T]`` is the group's last feature map (for HRank)."""
+        return {f"blocks.{i}.hidden": b.norm2 for i, b in enumerate(self.blocks)}
+
     def l1_scores(self) -> dict[str, torch.Tensor]:
         """L1 norm of the filter producing each hidden channel (Li et al., ICLR 2017)."""
         return {f"blocks.{i}.hidden": b.in_conv.weight.detach().abs().sum(dim=(1, 2)) for i, b in enumerate(self.blocks)}

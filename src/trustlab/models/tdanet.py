@@ -137,6 +137,10 @@ class TDANetLite(nn.Module):
             kw["ffn_chan"] = int(sizes[GROUP])
         return {"arch": ARCH, "kwargs": kw}
 
+    def feature_modules(self) -> dict[str, nn.Module]:
+        """The module whose output ``[B, F, T]`` is the FFN group's feature map (for HRank)."""
+        return {GROUP: self.block.glob.dconv}
+
     def l1_scores(self) -> dict[str, torch.Tensor]:
         """L1 norm of each fc1 filter."""
         return {GROUP: self.block.glob.fc1.weight.detach().abs().sum(dim=(1, 2))}

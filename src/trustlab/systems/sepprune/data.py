@@ -62,6 +62,11 @@ class CropSet(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n
 
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All items stacked."""
+        items = [self[i] for i in range(self.n)]
+        return torch.stack([m for m, _ in items]), torch.stack([s for _, s in items])
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(derive_seed(self.seed, i))
         j = int(rng.integers(len(self.mix)))
@@ -79,12 +84,15 @@ class ExperimentData:
 
     Attributes:
         make_train: ``(n, seed) -> Dataset`` of training mixtures of ``segment_s``.
+        val: ``(mix [n, T], sources [n, 2, T])`` validation mixtures (speakers disjoint from training and
+            test): every selection and the convergence curves read these, never the test set.
         test: ``(mix [n, T], sources [n, 2, T])`` held-out (speaker-disjoint) mixtures.
         real: Real-speech test mixtures, or None when the Asterisk prompts are absent.
         description: One line for the run notes.
     """
 
     make_train: object
+    val: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     real: tuple[torch.Tensor, torch.Tensor] | None
     description: str
@@ -99,11 +107,17 @@ def load_data(cfg: Config) -> ExperimentData:
     if cfg.train_dir is None or cfg.test_dir is None:
         corpus = load_corpus(cfg)
         train_spk, test_spk = split_speakers(len(corpus), cfg.n_test_speakers)
-        desc.append(f"{corpus.source} corpus: {len(corpus)} speakers ({len(test_spk)} held out), "
-                    f"{corpus.seconds() / 60:.1f} min at 8 kHz")
+        train_spk, val_spk = train_spk[: -cfg.n_val_speakers], train_spk[-cfg.n_val_speakers :]
+        desc.append(f"{corpus.source} corpus: {len(corpus)} speakers ({len(train_spk)} training, {len(val_spk)} "
+                    f"validation, {len(test_spk)} test), {corpus.seconds() / 60:.1f} min at 8 kHz")
     if cfg.train_dir is not None:
         mix, src, names = load_mixture_folder(cfg.train_dir, SAMPLE_RATE)
-        desc.append(f"training on {len(names)} mixtures from {cfg.train_dir}")
+        if len(names) < 2:
+            raise UserError(f"{cfg.train_dir!r} holds {len(names)} mixture(s)", "need >= 2 (training + validation)")
+        n_val = max(1, min(cfg.n_val, len(names) // 5))
+        val = CropSet(mix[-n_val:], src[-n_val:], n_val, test_len, derive_seed(cfg.data_seed, "val")).tensors()
+        mix, src = mix[:-n_val], src[:-n_val]
+        desc.append(f"training on {len(names) - n_val} mixtures from {cfg.train_dir} ({n_val} more for validation)")
 
         def make_train(n: int, seed: int) -> torch.utils.data.Dataset:
             return CropSet(mix, src, n, seg, seed)
@@ -112,6 +126,8 @@ def load_data(cfg: Config) -> ExperimentData:
 
         def make_train(n: int, seed: int) -> torch.utils.data.Dataset:
             return MixtureSet(corpus, train_spk, n, seg, seed)
+
+        val = MixtureSet(corpus, val_spk, cfg.n_val, test_len, derive_seed(cfg.data_seed, "val")).tensors()
     if cfg.test_dir is not None:
         test = load_mixture_folder(cfg.test_dir, SAMPLE_RATE, max_items=cfg.n_test, max_seconds=cfg.test_segment_s)[:2]
         desc.append(f"testing on {len(test[0])} mixtures from {cfg.test_dir}")
@@ -127,4 +143,4 @@ def load_data(cfg: Config) -> ExperimentData:
         except UserError as exc:
             log.warning("real-speech evaluation skipped: %s", exc)
             desc.append("real-speech test skipped (Asterisk prompt packages not installed)")
-    return ExperimentData(make_train, test, real, "; ".join(desc))
+    return ExperimentData(make_train, val, test, real, "; ".join(desc))

@@ -511,12 +511,18 @@ class GroupedModel(nn.Module):
         return pruned
 
 
-def feature_map_ranks(x: torch.Tensor) -> torch.Tensor:
+#: Singular values below this fraction of the largest do not count towards a feature map's rank. Float
+#: maps of real signals are almost always full-rank at machine precision (every channel ties), so the
+#: 1-D adaptation counts the numerical rank at 1 % of the top singular value.
+HRANK_RTOL = 1e-2
+
+
+def feature_map_ranks(x: torch.Tensor, rtol: float = HRANK_RTOL) -> torch.Tensor:
     """Mean numerical rank per channel of feature maps ``x`` ``[B, C, T]`` folded to ``[w, T // w]``."""
     b, c, t = x.shape
     w = max(1, int(t**0.5))
     mats = x[..., : w * (t // w)].reshape(b * c, w, t // w).float()
-    return torch.linalg.matrix_rank(mats).reshape(b, c).float().mean(0)
+    return torch.linalg.matrix_rank(mats, rtol=rtol).reshape(b, c).float().mean(0)
 
 
 # -- artifacts --------------------------------------------------------------------------------------

@@ -148,6 +148,8 @@ class SepPrune:
             noise scale is what is annealed); the last steps then train the deterministic mask.
         min_keep: Channels always kept per group.
         seed: Seed of the score initialization and the Gumbel noise.
+        final: ``deterministic`` (``1[sigmoid(alpha) >= eps]`` or its budget projection; ours) or
+            ``last_sample``: the mask of the last stochastic forward pass, which the released code saves.
     """
 
     eps: float = 0.7
@@ -163,6 +165,7 @@ class SepPrune:
     anneal: bool = False
     min_keep: int = 1
     seed: int = 0
+    final: str = "deterministic"
     alpha_: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     history_: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
 
@@ -177,6 +180,9 @@ class SepPrune:
             raise ValueError(f"init must be 'uniform' or 'l1', got {self.init!r}")
         if self.distill < 0:
             raise ValueError(f"distill must be >= 0, got {self.distill}")
+        if self.final not in ("deterministic", "last_sample"):
+            raise ValueError(f"final must be 'deterministic' or 'last_sample', got {self.final!r}")
+        self.last_mask_: dict[str, torch.Tensor] = {}
 
     # -- masks -----------------------------------------------------------------------------------
     def _masks(self, alpha: dict[str, torch.Tensor], cost: CostModel,
@@ -228,6 +234,7 @@ class SepPrune:
                 torch.nn.utils.clip_grad_norm_(list(alpha.values()), self.grad_clip)
                 opt.step()
                 kept = {g: float(m.detach().sum()) for g, m in masks.items()}
+                self.last_mask_ = {g: m.detach().cpu() > 0.5 for g, m in masks.items()}
                 self.history_.append({"step": step, "loss": loss.item(), "macs_ratio": cost.ratio(kept)})
         finally:
             for p, f in zip(model.parameters(), flags, strict=True):
@@ -243,6 +250,12 @@ class SepPrune:
         if not self.alpha_:
             raise RuntimeError("call fit() first")
         pis = {g: torch.sigmoid(a / self.tau) for g, a in self.alpha_.items()}
+        if self.final == "last_sample" and self.last_mask_:
+            keep = {g: m.clone() for g, m in self.last_mask_.items()}
+            for g, p in pis.items():  # never remove a whole layer
+                if int(keep[g].sum()) < self.min_keep:
+                    keep[g][torch.argsort(p, descending=True)[: self.min_keep]] = True
+            return keep
         if self.target_macs is None:
             keep = {g: p >= self.eps for g, p in pis.items()}
             for g, p in pis.items():  # never remove a whole layer

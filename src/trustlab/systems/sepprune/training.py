@@ -39,12 +39,21 @@ def batches(dataset: torch.utils.data.Dataset, batch_size: int, seed: int,
 
 def train(model: nn.Module, data: Iterator[tuple[torch.Tensor, torch.Tensor]], steps: int | None = None,
           lr: float = 1e-3, grad_clip: float = 5.0, device: torch.device | str = "cpu",
-          desc: str = "train") -> list[float]:
-    """Adam on PIT negative SI-SNR; runs ``steps`` batches (or until ``data`` ends). Returns the losses."""
+          desc: str = "train", state: dict | None = None) -> list[float]:
+    """Adam on PIT negative SI-SNR; runs ``steps`` batches (or until ``data`` ends). Returns the losses.
+
+    ``state``: a dict kept by the caller across calls so that training in segments (with evaluations in
+    between) continues the same Adam optimizer, i.e. equals one uninterrupted run.
+    """
     if lr <= 0 or grad_clip <= 0:
         raise ValueError("lr and grad_clip must be positive")
     model.to(device).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    if state is not None and "opt" in state:
+        opt = state["opt"]
+    else:
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+        if state is not None:
+            state["opt"] = opt
     losses: list[float] = []
     it = data if steps is None else (b for _, b in zip(range(steps), data, strict=False))
     for mix, src in progress(it, total=steps, desc=desc):
