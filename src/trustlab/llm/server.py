@@ -42,6 +42,8 @@ class OpenAICompatServer:
         fault: Optional fault injection for tests: called with the 1-based number of each chat request
             received; ``"reset"`` closes the connection without an answer, ``"500"`` answers HTTP 500,
             ``None`` serves normally.
+        latency_s: Seconds each chat request waits before generating, outside the generation lock (stands
+            for network and batched-model latency that concurrent clients overlap; benchmarks).
 
     Attributes:
         requests_received: Chat requests received (including failed ones).
@@ -49,10 +51,11 @@ class OpenAICompatServer:
     """
 
     def __init__(self, backend: Backend, host: str = "127.0.0.1", port: int = 0, model_name: str | None = None,
-                 fault: Callable[[int], str | None] | None = None) -> None:
+                 fault: Callable[[int], str | None] | None = None, latency_s: float = 0.0) -> None:
         self.backend = backend
         self.model_name = model_name or backend.name
         self.fault = fault
+        self.latency_s = float(latency_s)
         self._lock = threading.Lock()  # one generation at a time (models are not thread-safe)
         self._count_lock = threading.Lock()
         self.requests_received = 0
@@ -139,6 +142,8 @@ class OpenAICompatServer:
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     self._send(400, {"error": {"message": f"bad request: {exc}", "type": "invalid_request_error"}})
                     return
+                if server.latency_s > 0:
+                    time.sleep(server.latency_s)
                 try:
                     with server._lock:
                         comp = server.backend.generate([req])[0]

@@ -454,7 +454,7 @@ def _plots(cfg: Config, ctx: RunContext, rec: RunRecord) -> None:
         ax.set_yticks(y, names)
         ax.set_xlabel("bias of the RI estimate (RI units)")
         ax.set_title(f"where the two-pass estimate holds (refusal rate {cfg.sim.diagnostic_refusal_rate:g})")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.25 - 0.6 / len(names)), ncol=1)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
         fig.tight_layout()
         p = ctx.out / "plots" / "validity.png"
         fig.savefig(p, dpi=110)
