@@ -70,3 +70,22 @@ def test_bad_input() -> None:
         dp_diff(None, [1, 0], [0])
     with pytest.raises(ValueError, match="at least one"):
         eo_diff([], [], [])
+
+
+def test_group_table_is_fairlearn_metricframe_and_matches_dp_diff() -> None:
+    from fairlearn.metrics import demographic_parity_difference
+
+    from trustlab.metrics.fairness import group_table
+
+    y, yp, g = _random_case(5)
+    rows = group_table(y, yp, g, n_classes=2)
+    by = {r["group"]: r for r in rows}
+    assert set(by) == {0, 1, "overall"} and by["overall"]["count"] == len(y)
+    for grp in (0, 1):
+        m = g == grp
+        assert by[grp]["count"] == m.sum()
+        assert by[grp]["accuracy"] == pytest.approx(np.mean(y[m] == yp[m]))
+        assert by[grp]["rate_0"] + by[grp]["rate_1"] == pytest.approx(1.0)
+    spread = abs(by[0]["rate_1"] - by[1]["rate_1"])
+    assert spread == pytest.approx(demographic_parity_difference(y, yp, sensitive_features=g))
+    assert spread == pytest.approx(dp_diff(y, yp, g))

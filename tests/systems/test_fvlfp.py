@@ -217,3 +217,115 @@ def test_own_clip_and_data_end_to_end(tmp_path) -> None:
                                    "methods=[zero_shot,promptfl,fvlfp]"])
     assert {r["method"] for r in rec.rows} == {"zero_shot", "promptfl", "fvlfp"}
     assert all(0.0 <= r["dp_diff"] <= 1.0 for r in rec.rows)
+
+
+# ------------------------------------------------------------------------------------ issue 21 additions
+def _small_feats(seed: int = 0):  # noqa: ANN202 - features of a random (untrained) tiny CLIP, fast
+    from trustlab.data.fair_vl import FairVLSpec
+    from trustlab.systems.fvlfp.data import synthetic_federation
+    from trustlab.systems.fvlfp.experiment import encode
+    from trustlab.systems.fvlfp.pretrain import _vocab_for
+
+    spec = FairVLSpec()
+    torch.manual_seed(0)
+    bb = TinyCLIP(TinyCLIPConfig(vocab=_vocab_for(spec), image_size=spec.image_size))
+    fed = synthetic_federation(spec, [0.9, 0.5, 0.8], 40, 20, 20, 60, seed)
+    feats = {"test": encode(bb, fed.test),
+             "clients": [{s: encode(bb, getattr(c, s)) for s in ("train", "val", "test")} for c in fed.clients]}
+    return bb, feats, spec
+
+
+def test_feature_manifest_roundtrip_and_errors(tmp_path) -> None:
+    from trustlab.systems.fvlfp.data import export_feature_manifest, load_feature_manifest
+
+    bb, feats, spec = _small_feats()
+    man = export_feature_manifest(tmp_path / "f", feats, spec.class_names, spec.group_names)
+    got, cn, gn = load_feature_manifest(man, embed_dim=feats["test"][0].shape[1])
+    assert cn == spec.class_names and gn == spec.group_names and len(got["clients"]) == 3
+    for a, b in zip(got["clients"][1]["val"], feats["clients"][1]["val"], strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    with pytest.raises(UserError, match="dimensions"):
+        load_feature_manifest(man, embed_dim=7)
+    with pytest.raises(UserError, match="does not exist"):
+        load_feature_manifest(tmp_path / "nope.json")
+    (tmp_path / "f" / "client_0.npy").unlink()
+    with pytest.raises(UserError, match="client_0.npy"):
+        load_feature_manifest(man)
+
+
+def test_partial_world_keeps_aligned_patterns_and_adds_an_unnamed_signal() -> None:
+    from trustlab.data.fair_vl import FairVLSpec, make_world, sample_batch
+
+    aligned, partial = make_world(FairVLSpec()), make_world(FairVLSpec(text_alignment=0.5))
+    assert np.array_equal(aligned.group_patterns, partial.group_patterns)
+    xa = sample_batch(aligned, 400, 0.5, np.random.default_rng(0)).images.numpy().reshape(400, -1)
+    xp = sample_batch(partial, 400, 0.5, np.random.default_rng(0)).images.numpy().reshape(400, -1)
+    g = aligned.group_patterns.reshape(2, -1)
+    h = partial.hidden_group_patterns.reshape(2, -1)
+    named = lambda x: float(np.abs(x @ (g[0] - g[1])).mean())  # noqa: E731
+    hidden = lambda x: float(np.abs(x @ (h[0] - h[1])).mean())  # noqa: E731
+    assert named(xp) < named(xa)  # less of the demographic signal lies on the caption-named pattern
+    assert hidden(xp) > hidden(xa)
+
+
+def test_tiny_clip_no_longer_imports_trustlab_data() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, trustlab.models.tiny_clip; print(sorted(m for m in sys.modules if m.startswith('trustlab.data')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_qffl_equals_flowers_qfedavg_step() -> None:
+    from flwr.serverapp.strategy.qfedavg import compute_delta_and_h
+
+    from trustlab.systems.fvlfp.baselines import qffl_aggregate
+
+    rng = np.random.default_rng(0)
+    w = [rng.normal(size=(4, 3))]
+    locals_ = [[w[0] + rng.normal(scale=0.1, size=(4, 3))] for _ in range(5)]
+    losses = rng.uniform(0.2, 2.0, 5)
+    q, lr = 1.5, 0.1
+    sum_d, sum_h = 0, 0.0
+    for lw, f in zip(locals_, losses, strict=True):
+        d, h = compute_delta_and_h([w[0].copy()], [lw[0].copy()], q, 1 / lr, float(f))
+        sum_d, sum_h = sum_d + d[0], sum_h + h
+    ref = w[0] - sum_d / sum_h
+    u = np.stack([lw[0].ravel() - w[0].ravel() for lw in locals_])
+    ours = w[0].ravel() + qffl_aggregate(u, losses, q, 1 / lr).update
+    np.testing.assert_allclose(ours, ref.ravel(), rtol=1e-6)
+    fedavg = w[0].ravel() + u.mean(0)
+    assert not np.allclose(ours, fedavg, rtol=1e-3)  # q-FFL is not FedAvg
+
+
+def test_fed_fvlfp_saves_prompts_that_reload_to_the_reported_metrics(tmp_path) -> None:
+    from trustlab.cli import main
+    from trustlab.systems.fvlfp.config import Config
+    from trustlab.systems.fvlfp.data import export_feature_manifest, load_feature_manifest
+    from trustlab.systems.fvlfp.experiment import load_backbone
+    from trustlab.systems.fvlfp.fed import load_prompts
+    from trustlab.systems.fvlfp.method import evaluate_global
+    from trustlab.utils.io import read_json
+
+    cfg = Config.for_scale("quick")
+    backbone, _ = load_backbone(cfg, torch.device("cpu"))
+    from trustlab.systems.fvlfp.data import synthetic_federation
+    from trustlab.systems.fvlfp.experiment import encode, world_spec
+
+    fed = synthetic_federation(world_spec(cfg), [0.95, 0.5, 0.9], 60, 30, 30, 200, 0)
+    feats = {"test": encode(backbone, fed.test),
+             "clients": [{s: encode(backbone, getattr(c, s)) for s in ("train", "val", "test")} for c in fed.clients]}
+    man = export_feature_manifest(tmp_path / "feats", feats, world_spec(cfg).class_names, world_spec(cfg).group_names)
+    rc = main(["fed", "fvlfp", "--engine", "flower-inline", "--features", str(man), "--rounds", "2",
+               "--fraction-fit", "0.7", "--out", str(tmp_path / "run")])
+    assert rc == 0
+    res = read_json(tmp_path / "run" / "results.json")
+    learner, dsop = load_prompts(tmp_path / "run", backbone)
+    assert dsop and learner.deep
+    test = load_feature_manifest(man)[0]["test"]
+    again = evaluate_global(backbone, learner, *test, dsop)
+    assert again["acc"] == pytest.approx(res["metrics"]["acc"]) and again["dp_diff"] == pytest.approx(res["metrics"]["dp_diff"])
+    assert {r["group"] for r in res["group_table"]} == {"young", "old", "overall"}
+    assert main(["fed", "fvlfp", "--world", "nowhere", "--out", str(tmp_path / "x")]) == 2
+    assert main(["fed", "fvlfp", "--features", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2

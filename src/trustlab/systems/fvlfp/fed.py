@@ -64,9 +64,15 @@ def fed_run(out: str | Path, engine: str = "inprocess", num_clients: int = 8, fr
     t0 = time.perf_counter()
     backbone, _ = load_backbone(cfg, torch.device("cpu"))
     if cfg.features_path:
-        probe = PromptLearner(backbone, ("a", "b"), ("c", "d"), cfg.n_ctx)
-        dim = int(probe.text_features(backbone).shape[1])
-        feats, cn, gn = load_feature_manifest(cfg.features_path, embed_dim=dim)
+        feats, cn, gn = load_feature_manifest(cfg.features_path)
+        try:
+            dim = int(PromptLearner(backbone, cn, gn, cfg.n_ctx).text_features(backbone).shape[1])
+        except ValueError as exc:
+            raise UserError(f"the manifest's class/group words do not fit the backbone ({exc})",
+                            "use words the backbone's tokenizer knows (tiny: the FairVL words) or a CLIP folder") from exc
+        if feats["test"][0].shape[1] != dim:
+            raise UserError(f"the features have {feats['test'][0].shape[1]} dimensions, the backbone embeds in {dim}",
+                            "compute the features with the image tower of the same CLIP as --set backbone")
         source = {"features": cfg.features_path}
     else:
         fed, cn, gn = build_federation(cfg, seed)

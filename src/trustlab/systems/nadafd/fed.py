@@ -33,13 +33,13 @@ MODEL_FILE = "global_model.safetensors"
 
 def fed_config(num_clients: int, fraction_fit: float, rounds: int, seed: int, scale: str = "quick",
                overrides: dict[str, Any] | None = None) -> Config:
-    """The experiment config of a ``trustlab fed nadafd`` call (``n_train`` grows to 20 chips per client)."""
+    """The experiment config of a ``trustlab fed nadafd`` call (``n_train`` grows to 40 chips per client, so a Dir(α) split gives each >= 10)."""
     cfg = Config.for_scale(scale)
     from trustlab.config import apply_overrides
 
     apply_overrides(cfg, dict(overrides or {}))
     cfg = replace(cfg, num_clients=num_clients, fraction_fit=fraction_fit, rounds=rounds, seeds=[seed],
-                  n_train=max(cfg.n_train, 20 * num_clients))
+                  n_train=max(cfg.n_train, 40 * num_clients))
     if cfg.dha_group >= num_clients:
         cfg = replace(cfg, dha_group=max(1, num_clients - 1))
     cfg.validate()
