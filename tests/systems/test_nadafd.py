@@ -189,3 +189,90 @@ def test_naat_samples_stay_in_range_and_touch_a_mask_only() -> None:
     changed = (adv != x).flatten(1).float().sum(1)
     assert adv.shape == x.shape and 0 <= adv.min() and adv.max() <= 1
     assert torch.all(changed >= 1) and torch.all(changed <= 9 * 9)  # one square of side <= h/4 + 1
+
+
+# ------------------------------------------------------------------------------------ issue 21 additions
+def test_fed_nadafd_saves_a_model_that_reloads_to_the_reported_clean_accuracy(tmp_path) -> None:
+    from trustlab.cli import main
+    from trustlab.systems.nadafd.data import build_data
+    from trustlab.systems.nadafd.fed import fed_config, load_global_model
+    from trustlab.utils.io import read_json
+
+    args = ["fed", "nadafd", "--engine", "flower-inline", "--num-clients", "4", "--fraction-fit", "0.5", "--rounds", "2",
+            "--method", "fedavg", "--attack", "badnets", "--seed", "3", "--set", "n_test=120"]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    res = read_json(tmp_path / "run" / "results.json")
+    assert [len(r["selected"]) for r in res["rounds_log"][1:]] == [2, 2]
+    model = load_global_model(tmp_path / "run")
+    data = build_data(fed_config(4, 0.5, 2, 3, overrides={"n_test": 120}), 3)
+    with torch.no_grad():
+        acc = clean_accuracy(model(data.test.x).argmax(1).numpy(), data.test.y.numpy())
+    assert acc == pytest.approx(res["metrics"]["clean_acc"])
+    assert main([*args[:2], "--engine", "bogus", "--out", str(tmp_path / "x")]) == 2
+    assert main([*args[:2], "--method", "nope", "--out", str(tmp_path / "x")]) == 2
+    with pytest.raises(UserError):
+        load_global_model(tmp_path / "missing")
+
+
+def _attack_updates(k: int = 10, n_bad: int = 3, rounds: int = 4, seed: int = 0):  # noqa: ANN202
+    """Benign updates around a common direction; attackers share one far-off direction."""
+    rng = np.random.default_rng(seed)
+    d = 50
+    base, evil = rng.normal(size=d), rng.normal(size=d) * 4
+    out = []
+    for _ in range(rounds):
+        u = base + 0.7 * rng.normal(size=(k, d))
+        u[:n_bad] = evil + 0.05 * rng.normal(size=(n_bad, d))
+        out.append(u)
+    return out, base, evil
+
+
+def test_dha_downweights_attackers_and_is_not_fedavg() -> None:
+    # NADAFD's server without FDCI (no model to invert here): DHA's health + clipped weighted median
+    s = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12), 12, 2, use_fdci=False)
+    rounds, base, evil = _attack_updates()
+    for t, u in enumerate(rounds, 1):
+        res = s.aggregate_updates(t, u, np.ones(len(u)), list(range(100, 110)), [np.zeros(u.shape[1])])
+    fedavg = rounds[-1].mean(0)
+    assert not res.accepted[:3].any() and res.accepted[3:].all()
+    assert all(s.health_[100 + i] < s.tau for i in range(3)) and all(s.health_[100 + i] >= s.tau for i in range(3, 10))
+    assert np.linalg.norm(res.update - base) < 0.5 * np.linalg.norm(fedavg - base)  # FedAvg is pulled to the attackers
+
+
+def test_nadafd_state_is_keyed_by_node_id_under_partial_participation() -> None:
+    from trustlab.federated import FitReply
+    from trustlab.federated.flower import InlineGrid, MessageStrategy, make_client_app
+
+    rounds, _, _ = _attack_updates(k=6, n_bad=2, rounds=4)
+
+    class C:
+        def __init__(self, pid: int) -> None:
+            self.cid, self.state = pid, {}
+
+        def fit(self, params, config):  # noqa: ANN001, ANN202
+            r = int(config["server_round"])
+            return FitReply(0, [params[0] + rounds[r - 1][self.cid]], 10, {"cid": 0})  # everyone claims id 0
+
+    s = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12), 12, 2, use_fdci=False)
+    grid = InlineGrid(make_client_app(lambda pid, ctx: C(pid)), 6, seed=1)
+    ms = MessageStrategy(s, fraction_train=0.67, min_available_nodes=6, seed=0)
+    hist = ms.run(grid, [np.zeros(50)], num_rounds=4)
+    assert set(s.health_) <= set(grid.nodes) and 0 not in s.health_ and len(s.health_) == 6
+    attackers = {n for n, p in grid.nodes.items() if p < 2}
+    late = {c: h for c, h in s.health_.items()}
+    assert max(late[c] for c in attackers) < min(late[c] for c in set(grid.nodes) - attackers)
+    assert all(len(r.selected) == 4 for r in hist.rounds[1:])
+
+
+def test_nadafd_row_is_the_abstracts_three_modules_and_collusion_is_its_own_row() -> None:
+    from trustlab.systems.nadafd.config import ALL_METHODS, Config
+    from trustlab.systems.nadafd.data import build_data
+    from trustlab.systems.nadafd.experiment import make_strategy
+
+    cfg = Config.for_scale("quick")
+    data = build_data(cfg, 0)
+    full, coll = make_strategy("nadafd", cfg, data, 0), make_strategy("nadafd_collusion", cfg, data, 0)
+    assert full.use_fdci and full.use_naat and full.use_dha and not full.collusion
+    assert coll.collusion and "nadafd_collusion" in ALL_METHODS and "bulyan" in ALL_METHODS
+    tm = make_strategy("trimmed_mean", cfg, data, 0)
+    assert int(tm.round_beta(10) * 10) >= round(cfg.malicious_fraction * 10)
