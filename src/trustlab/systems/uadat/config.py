@@ -62,7 +62,7 @@ class Config(SystemConfig):
             and W2 terms; default since the fifth session), ``blend`` (half own prediction, half the class
             mean of correct same-class clean predictions), ``class_mean``, ``nearest`` (hard nearest correct
             same-class neighbour), ``proximity`` (soft), ``swap`` (own prediction with the predicted/true
-            class probabilities exchanged) or ``inverse`` (UIAT-style inverse adversary); see README.md.
+            class probabilities exchanged) or ``inverse`` (UIAT-style inverse adversary); see docs/dev/uadat.md.
         uadat_attack: Inner maximisation: ``kl`` (TRADES), ``kl_uniform`` (KL from a uniform start) or ``ce``.
         autoattack: ``reduced`` (``aa_reduced``: ART AutoAttack with APGD-CE, APGD-DLR and Square at
             ``aa_iters``/``aa_square_queries``; metric ``aa_reduced_acc``) or ``standard``

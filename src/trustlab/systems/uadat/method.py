@@ -2,7 +2,7 @@
 
 Dong, Qu, Wang & Ong, "Enhancing Adversarial Robustness via Uncertainty-Aware Distributional Adversarial
 Training", arXiv:2411.02871 (2024). Only the abstract could be read; every equation below is our
-reconstruction of one clause of it (see README.md, "Design choices"). With a model split as
+reconstruction of one clause of it (see docs/dev/uadat.md, "UAD-AT as implemented"). With a model split as
 ``f = tail ∘ stem`` (first-stage feature map ``z = stem(x)``, shape ``B×C×H×W``):
 
 1. **Uncertainty-aware adversary distribution** (switch ``uncertainty``). The adversarial features are
@@ -23,7 +23,7 @@ reconstruction of one clause of it (see README.md, "Design choices"). With a mod
    same-class predictions), ``blend`` (half its own clean prediction, kept in the graph, half that class
    mean; the fourth session's default), ``swap`` (its
    own prediction with the predicted and true class probabilities exchanged) or ``proximity`` (their
-   proximity-weighted mean); see README.md.
+   proximity-weighted mean); see docs/dev/uadat.md.
 3. **Distribution-to-distribution matching** (switch ``d2d``). Besides the output-level
    ``KL(p_ref ‖ p(z̃_adv))`` averaged over ``M`` uncertainty draws, the per-channel feature Gaussians of
    the two domains are matched with the closed-form 2-Wasserstein distance
