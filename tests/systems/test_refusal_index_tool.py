@@ -268,3 +268,27 @@ def test_local_hf_model_by_path(tmp_path: Path) -> None:
     r = rep["results"]["standard"]
     # a random tiny LM refuses nothing: RI is undefined, with the reason, never a number
     assert r["ri_undefined_reason"] and r["refusal_rate"] == 0.0 and "ece_conf" in r
+
+
+def test_declared_demo_verbs_run(tmp_path: Path) -> None:
+    import shlex
+
+    from trustlab.systems.refusal_index import SYSTEM
+
+    assert SYSTEM.key_figure == "ri_vs_refusal_rate.png" and len(SYSTEM.demo) == 2
+    for i, cmd in enumerate(SYSTEM.demo):
+        out = tmp_path / f"d{i}"
+        assert main(shlex.split(cmd.replace("{out}", str(out)))) == 0
+        assert np.isfinite(_report(out)["results"]["standard"]["ri"])
+
+
+class NoLogprobToy(ToyQABackend):
+    def generate(self, requests: list[ChatRequest]) -> list[Completion]:
+        return [Completion(c.text) for c in super().generate(requests)]
+
+
+def test_no_logprobs_means_no_calibration_metrics(items: list[QAItem], qa_csv: Path, tmp_path: Path) -> None:
+    with OpenAICompatServer(NoLogprobToy(items), model_name="plain") as srv:
+        assert _run("--base-url", srv.base_url, "--data", str(qa_csv), "--out", str(tmp_path / "o")) == 0
+    r = _report(tmp_path / "o")["results"]["standard"]
+    assert r["logprobs"] is False and "ece_conf" not in r and "auroc_conf" not in r and np.isfinite(r["ri"])
