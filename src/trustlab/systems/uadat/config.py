@@ -114,7 +114,7 @@ class Config(SystemConfig):
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
         "quick": {"n_train": 256, "n_test": 100, "n_aa": 50, "epochs": 2, "batch_size": 32, "train_steps": 2,
-                  "eval_steps": 5, "aa_iters": 3, "aa_square_queries": 5, "art_pgd_check": False, "seeds": [0],
+                  "eval_steps": 5, "aa_iters": 5, "aa_square_queries": 10, "art_pgd_check": False, "seeds": [0],
                   "methods": ["pgd_at", "trades", "uadat", "uadat_ce"]},
         "smoke": {"n_train": 320, "n_test": 100, "n_aa": 20, "epochs": 3, "batch_size": 32, "train_steps": 3, "eval_steps": 10,
                   "aa_iters": 5, "aa_square_queries": 10, "seeds": [0],

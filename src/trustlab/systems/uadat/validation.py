@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from trustlab.config import apply_overrides, parse_set
 from trustlab.data.images import load_fashion_mnist, stratified_indices
@@ -40,6 +39,7 @@ from trustlab.errors import UserError
 from trustlab.systems.uadat.config import ALL_METHODS, Config
 from trustlab.systems.uadat.data import Splits
 from trustlab.systems.uadat.experiment import train_and_evaluate
+from trustlab.utils.device import resolve_device
 from trustlab.utils.logging import get_logger
 from trustlab.utils.seed import make_rng
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             pcfg = apply_overrides(copy.deepcopy(cfg), point) if point else cfg  # never leak into the next point
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                r = train_and_evaluate(m, seed, pcfg, splits, torch.device("cpu"))
+                r = train_and_evaluate(m, seed, pcfg, splits, resolve_device(pcfg.device))
                 row = {"label": args.label, "method": m, "seed": seed, "point": i, "wall_s": time.perf_counter() - t0,
                        **r["metrics"], "sets": args.sets + [f"{k}={v}" for k, v in point.items()]}
                 rows.append(row)
