@@ -186,3 +186,27 @@ def test_prune_verb_bad_input_is_one_line_exit_2(args: list[str], needle: str, t
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_prune_verb_reads_a_mixture_folder(tmp_path) -> None:  # noqa: ANN001
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        t = np.arange(4000) / 8000
+        s1 = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) * (rng.random() + 0.5)
+        s2 = 0.2 * np.sign(np.sin(2 * np.pi * (3 + i) * t)) * rng.standard_normal(4000) * 0.3
+        for sub, x in (("mix", s1 + s2), ("s1", s1), ("s2", s2)):
+            (tmp_path / "d" / sub).mkdir(parents=True, exist_ok=True)
+            with wave.open(str(tmp_path / "d" / sub / f"{i}.wav"), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(8000)
+                w.writeframes((np.clip(x, -1, 1) * 32767).astype(np.int16).tobytes())
+    rc = main(["prune", "--model", f"{HERE}:make_model", "--data", str(tmp_path / "d"), "--macs", "0.6",
+               "--method", "hrank", "--segment", "0.25", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    r = json.loads((tmp_path / "o" / "prune_report.json").read_text())
+    assert r["method"] == "hrank" and "4 training / 1 validation" in r["data"] and r["macs_ratio"] <= 0.6

@@ -129,6 +129,12 @@ def check_separator(model: nn.Module, n_samples: int = 800) -> int:
 
 
 # -- groups -----------------------------------------------------------------------------------------
+def _zeros(model: nn.Module, n_samples: int) -> torch.Tensor:
+    """A silent ``[1, n_samples]`` mixture on the model's device."""
+    p = next(model.parameters(), None)
+    return torch.zeros(1, n_samples, device=p.device if p is not None else "cpu")
+
+
 def _idx(i: Any) -> int:
     return int(getattr(i, "idx", i))
 
@@ -166,7 +172,7 @@ def execution_order(model: nn.Module, n_samples: int) -> list[str]:
             handles.append(mod.register_forward_hook(lambda m, i, o, n=name: order.append(n)))
     try:
         with torch.no_grad():
-            model(torch.zeros(1, n_samples))
+            model(_zeros(model, n_samples))
     finally:
         for h in handles:
             h.remove()
@@ -178,7 +184,7 @@ def dependency_graph(model: nn.Module, n_samples: int) -> Any:
     """torch-pruning's dependency graph of ``model`` traced on a ``[1, n_samples]`` mixture."""
     import torch_pruning as tp
 
-    return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, n_samples), verbose=False)
+    return tp.DependencyGraph().build_dependency(model, example_inputs=_zeros(model, n_samples), verbose=False)
 
 
 def discover_groups(model: nn.Module, n_samples: int = 800) -> list[Group]:
@@ -221,7 +227,7 @@ def discover_groups(model: nn.Module, n_samples: int = 800) -> list[Group]:
         try:
             apply_plan(trial, [{"root": grp.root, "remove": [0]}], n_samples)
             with torch.no_grad():
-                ok = trial(torch.zeros(1, n_samples)).shape == model(torch.zeros(1, n_samples)).shape
+                ok = trial(_zeros(trial, n_samples)).shape == model(_zeros(model, n_samples)).shape
         except Exception:  # noqa: BLE001 - a group torch-pruning cannot cut cleanly is skipped
             ok = False
         if ok:
@@ -288,7 +294,7 @@ class LayerCost:
                 handles.append(m.register_forward_hook(hook(name)))
         try:
             with torch.no_grad():
-                model(torch.zeros(1, n_samples))
+                model(_zeros(model, n_samples))
         finally:
             for h in handles:
                 h.remove()
@@ -386,7 +392,7 @@ def flop_counter_macs(model: nn.Module, n_samples: int) -> float:
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model(torch.zeros(1, n_samples))
+        model(_zeros(model, n_samples))
     return counter.get_total_flops() / 2
 
 
@@ -465,7 +471,7 @@ class GroupedModel(nn.Module):
                     d = 1 - dim if isinstance(m, nn.ConvTranspose1d) else dim
                     if d == 1 and getattr(m, "groups", 1) > 1:
                         continue  # a depthwise conv's channels are counted on its output side
-                    w = w.detach().abs().movedim(d, 0)
+                    w = w.detach().abs().movedim(d, 0).cpu()
                     s += w[torch.tensor(idx)].reshape(len(idx), -1).sum(1)
             out[g] = s
         return out
@@ -476,7 +482,8 @@ class GroupedModel(nn.Module):
 
         Each channel's map (the output of the group's last channel-producing module) over ``T`` steps is
         folded into a ``[w, T // w]`` matrix (``w = floor(sqrt(T))``, our 1-D adaptation of HRank's 2-D
-        maps) and its numerical rank (``torch.linalg.matrix_rank``) is averaged over the calibration batch.
+        maps) and its numerical rank (``torch.linalg.matrix_rank``, relative tolerance ``HRANK_RTOL``) is
+        averaged over the calibration batch.
         """
         self._capture = {}
         try:

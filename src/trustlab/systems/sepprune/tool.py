@@ -66,28 +66,60 @@ class DemoSeparator(nn.Module):
         return est.view(b, self.n_src, -1)[..., :t]
 
 
-def demo_separator() -> nn.Module:
-    """Factory of the demo model (seeded initialization): ``--model trustlab.systems.sepprune.tool:demo_separator``."""
+DEMO_WEIGHTS = Path(__file__).with_name("demo_separator.safetensors")
+DEMO_RECIPE = {"steps": 600, "batch_size": 8, "lr": 2e-3, "segment_s": 0.5, "seed": 0, "data": "embedded"}
+
+
+def demo_separator(pretrained: bool = True) -> nn.Module:
+    """The demo's 'user model': ``--model trustlab.systems.sepprune.tool:demo_separator``.
+
+    Loads the shipped weights (``demo_separator.safetensors``, trained by :func:`train_demo_separator`
+    with ``DEMO_RECIPE`` on the embedded pseudo-speech) when present and ``pretrained``.
+    """
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return DemoSeparator()
+        model = DemoSeparator()
+    if pretrained and DEMO_WEIGHTS.is_file():
+        from trustlab.utils.io import load_tensors
+
+        model.load_state_dict(load_tensors(DEMO_WEIGHTS)[0], strict=True)
+    return model.eval()
 
 
-def load_mixtures(data: str, seed: int = 0, segment_s: float = 1.0) -> tuple[Any, tuple[torch.Tensor, torch.Tensor], str]:
+def train_demo_separator(path: str | Path = DEMO_WEIGHTS) -> Path:
+    """Train the demo separator with ``DEMO_RECIPE`` (one thread, seeded) and save its weights (safetensors)."""
+    from trustlab.systems.sepprune.training import batches, train
+    from trustlab.utils.io import save_tensors
+
+    r = DEMO_RECIPE
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(r["seed"])
+        model = demo_separator(pretrained=False)
+        make, _, _ = load_mixtures("embedded", r["segment_s"])
+        ds = make(r["steps"] * r["batch_size"], r["seed"] + 10)
+        train(model, batches(ds, r["batch_size"], r["seed"]), r["steps"], r["lr"], desc="demo separator")
+    finally:
+        torch.set_num_threads(old)
+    return save_tensors(path, {k: v.contiguous() for k, v in model.state_dict().items()}, {"recipe": r})
+
+
+def load_mixtures(data: str, segment_s: float = 1.0) -> tuple[Any, tuple[torch.Tensor, torch.Tensor], str]:
     """``(train dataset factory (n, seed) -> Dataset, validation (mix, sources), description)``.
 
     ``data`` is a Libri2Mix-style folder (``mix*/``, ``s1/``, ``s2/``; the last fifth of the files, at
-    least one, is the validation split) or ``embedded``: seeded formant pseudo-speech of 8 speakers,
-    6 for training and 2 held out for validation.
+    least one, is the validation split) or ``embedded``: formant pseudo-speech of 8 speakers (fixed
+    seed 0), 6 for training and 2 held out for validation (16 mixtures).
     """
     from trustlab.data.speech import MixtureSet, build_corpus, load_mixture_folder, split_speakers
     from trustlab.systems.sepprune.data import CropSet
 
     n = int(segment_s * SR)
     if data == "embedded":
-        corpus = build_corpus(8, 1, seed=seed, source="formant")
+        corpus = build_corpus(8, 1, seed=0, source="formant")
         train_spk, val_spk = split_speakers(len(corpus), 2)
-        val = MixtureSet(corpus, val_spk, 16, n, seed=seed + 1).tensors()
+        val = MixtureSet(corpus, val_spk, 16, n, seed=1).tensors()
 
         def make(k: int, s: int) -> torch.utils.data.Dataset:
             return MixtureSet(corpus, train_spk, k, n, seed=s)
@@ -151,7 +183,7 @@ def prune_separator(model: str, data: str, macs: float, out: str | Path, weights
     dev = resolve_device(device)
     dense = build_user_model(model, weights)
     n_src = check_separator(dense)
-    make_train, val, desc = load_mixtures(data, seed, segment_s)
+    make_train, val, desc = load_mixtures(data, segment_s)
     if val[1].shape[1] != n_src:
         raise UserError(f"the model outputs {n_src} sources but the mixtures have {val[1].shape[1]}",
                         "use a model and data with the same number of speakers")
@@ -163,6 +195,7 @@ def prune_separator(model: str, data: str, macs: float, out: str | Path, weights
         raise UserError(f"--macs {macs} is at or below {floor:.3f}, the least reachable by keeping one channel of each "
                         f"of the {len(grouped.groups)} prunable groups", f"use --macs above {floor:.3f}")
     sizes = grouped.mask_groups()
+    dense.to(dev)
     gen = torch.Generator().manual_seed(derive_seed(seed, "select"))
     history: list[dict[str, float]] = []
     if method.startswith("sepprune"):
@@ -179,7 +212,7 @@ def prune_separator(model: str, data: str, macs: float, out: str | Path, weights
             scores = grouped.l1_scores()
         elif method == "hrank":
             calib = make_train(max(8, batch_size), derive_seed(seed, "calibration"))
-            scores = grouped.hrank_scores(torch.stack([calib[i][0] for i in range(len(calib))]))
+            scores = grouped.hrank_scores(torch.stack([calib[i][0] for i in range(len(calib))]).to(dev))
         else:
             scores = {g: torch.rand(n, generator=gen) for g, n in sizes.items()}
         keep = budget_keep(scores, cost, macs)
