@@ -56,6 +56,7 @@ class Config(SystemConfig):
         _g("src_abstract", ["noun.act", "noun.communication", "noun.cognition", "noun.state", "noun.attribute"]),
         _g("src_social", ["noun.group", "noun.location", "noun.time", "noun.quantity", "noun.possession"]),
         _g("src_verbs", ["verb.change", "verb.stative", "verb.social", "verb.possession", "verb.creation"]),
+        _g("src_mind", ["verb.cognition", "verb.communication", "verb.competition", "verb.emotion", "verb.perception"]),
     ])
     target_graphs: list[GraphSpec] = field(default_factory=lambda: [
         _g("living", ["noun.animal", "noun.plant", "noun.person", "noun.body", "noun.food"]),
@@ -65,11 +66,11 @@ class Config(SystemConfig):
     ])
     victim_arch: str = "sage"
     victim_hidden: int = 256
-    victim_epochs: int = 400
+    victim_epochs: int = 80
     victim_lr: float = 5e-4
     victim_residual: bool = True
-    victim_propagate: bool = False
-    victim_learn_text_proj: bool = True
+    victim_propagate: bool = True
+    victim_learn_text_proj: bool = False
     attacker_arch: str = "sage"
     attacker_hidden: int = 256
     attacker_epochs: int = 60
@@ -95,7 +96,7 @@ class Config(SystemConfig):
         "smoke": {
             "per_class": 16,
             "seeds": [0],
-            "victim_epochs": 100,
+            "victim_epochs": 40,
             "attacker_epochs": 25,
             "victim_hidden": 128,
             "attacker_hidden": 128,
@@ -108,7 +109,29 @@ class Config(SystemConfig):
             "rate_limits": [5],
             "max_text_tokens": 32,
         },
-        "paper": {"per_class": 200, "seeds": [0, 1, 2, 3, 4], "victim_epochs": 500},
+        "quick": {
+            "per_class": 12,
+            "seeds": [0],
+            "source_graphs": [{"name": "src_abstract", "classes": ["noun.act", "noun.communication", "noun.cognition",
+                                                                   "noun.state", "noun.attribute"]}],
+            "target_graphs": [{"name": "living", "classes": ["noun.animal", "noun.plant", "noun.person", "noun.body",
+                                                             "noun.food"]},
+                              {"name": "actions", "classes": ["verb.motion", "verb.contact", "verb.consumption",
+                                                              "verb.body", "verb.weather"]}],
+            "victim_epochs": 40,
+            "attacker_epochs": 25,
+            "victim_hidden": 64,
+            "attacker_hidden": 64,
+            "query_frac": 0.25,
+            "budgets": [0.05, 0.1, 0.25, 0.5],
+            "access": [0.5, 1.0],
+            "mismatch_archs": ["mlp", "gat"],
+            "noise_sigmas": [0.05],
+            "round_decimals": [1],
+            "rate_limits": [5],
+            "max_text_tokens": 32,
+        },
+        "paper": {"per_class": 200, "seeds": [0, 1, 2, 3, 4]},
     }
 
     def validate(self) -> None:

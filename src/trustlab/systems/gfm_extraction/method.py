@@ -10,6 +10,7 @@ uses text-graph contrastive pretraining data.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -189,8 +190,11 @@ class GFM(nn.Module):
 
 
 def pretrain_gfm(model: GFM, graphs: list, summary_emb: list[torch.Tensor], epochs: int, lr: float,
-                 generator: torch.Generator, batch: int = 256, feat_mask: float = 0.3, edge_drop: float = 0.2) -> float:
+                 generator: torch.Generator, batch: int = 256, feat_mask: float = 0.3, edge_drop: float = 0.2,
+                 on_epoch: Callable[[int], None] | None = None) -> float:
     """CLIP pretraining of the victim on (subgraph, summary) pairs with GraphCLIP's augmentation.
+
+    ``on_epoch(epoch)`` (optional) is called after each epoch (1-based), e.g. to evaluate a development split.
 
     Returns:
         Wall-clock seconds (the victim's training cost).
@@ -198,7 +202,7 @@ def pretrain_gfm(model: GFM, graphs: list, summary_emb: list[torch.Tensor], epoc
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-5)
     t0 = time.perf_counter()
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for g, s in zip(graphs, summary_emb, strict=True):
             ei = drop_edges(g.edge_index, edge_drop, generator)
             mask = (torch.rand(g.x.shape[1], generator=generator) >= feat_mask).float()
@@ -208,6 +212,10 @@ def pretrain_gfm(model: GFM, graphs: list, summary_emb: list[torch.Tensor], epoc
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if on_epoch is not None:
+            model.eval()
+            on_epoch(epoch + 1)
+            model.train()
     model.eval()
     return time.perf_counter() - t0
 
