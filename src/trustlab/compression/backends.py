@@ -7,7 +7,7 @@ in place and evaluated identically across backends:
 - ``rtn``: our round-to-nearest (min-max, group-wise asymmetric); the reference and SPQE's inner loop.
 - ``gptq``: our GPTQ in plain torch (:func:`trustlab.compression.quant.gptq_quantize`); needs the
   layer's input Hessian from calibration data.
-- ``hqq``: Half-Quadratic Quantization (``hqq`` package, ``HQQLinear``), calibration-free.
+- ``hqq``: Half-Quadratic Quantization (``hqq`` package, ``HQQLinear``), calibration-free; float zero points.
 - ``quanto``: ``optimum-quanto`` ``qint2``/``qint4`` weights (min-max per group), calibration-free.
 """
 
@@ -53,8 +53,8 @@ class Backend(ABC):
         """The simulated-quantized float32 weight (same shape as ``weight``)."""
 
     def quantize_codes(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> QuantizedWeight:
-        """Integer codes + scales/zeros (only backends with our packed format: ``rtn``, ``gptq``)."""
-        raise UserError(f"backend {self.name!r} has no packed export", "export with backend rtn or gptq")
+        """Integer codes + per-group scales/zeros with ``W ~= (codes - zero) * scale`` (zeros may be fractional)."""
+        raise UserError(f"backend {self.name!r} has no integer codes", "use backend rtn, gptq, hqq or quanto")
 
 
 class RTNBackend(Backend):
@@ -104,32 +104,51 @@ class GPTQBackend(Backend):
 
 
 class HQQBackend(Backend):
-    """HQQ (Badri & Shaji 2023) through ``hqq.core.quantize.HQQLinear`` on CPU, float32 compute."""
+    """HQQ (Badri & Shaji 2023) through ``hqq.core.quantize.HQQLinear`` on CPU, float32 compute.
+
+    Groups run along the input columns (``axis=1``, HQQ's default); HQQ fits the (float) zero point of
+    every group by half-quadratic optimization, the scale is min-max. :meth:`quantize_codes` returns
+    HQQ's integer codes with its float scales and zeros (``W ~= (codes - zero) * scale``).
+    """
 
     name = "hqq"
     supported_bits = (1, 2, 3, 4, 8)
 
-    def quantize_weight(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> torch.Tensor:
+    def quantize_codes(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> QuantizedWeight:
         gs = self.check(bits, weight.shape[1])
-        require("hqq", "llm")
+        require("hqq", "quant")
         from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
-        lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        out, inf = weight.shape
+        lin = torch.nn.Linear(inf, out, bias=False)
         lin.weight.data = weight.detach().float().clone()
-        h = HQQLinear(lin, quant_config=BaseQuantizeConfig(nbits=int(bits), group_size=gs),
+        h = HQQLinear(lin, quant_config=BaseQuantizeConfig(nbits=int(bits), group_size=gs, axis=1),
                       compute_dtype=torch.float32, device="cpu", del_orig=True)
-        return h.dequantize().reshape(weight.shape).float().detach().clone()
+        wdq = h.dequantize().reshape(out, inf // gs, gs).float()
+        scale = h.meta["scale"].float().reshape(out, inf // gs)
+        zero = h.meta["zero"].float().reshape(out, inf // gs)
+        codes = torch.round(wdq / scale.unsqueeze(-1) + zero.unsqueeze(-1)).clamp(0, 2**bits - 1)
+        return QuantizedWeight(codes.reshape(out, inf).to(torch.uint8), scale, zero, int(bits), gs)
+
+    def quantize_weight(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> torch.Tensor:
+        return self.quantize_codes(weight, bits).dequantize()
 
 
 class QuantoBackend(Backend):
-    """``optimum-quanto`` ``qint2``/``qint4`` weights (per-group min-max), dequantized."""
+    """``optimum-quanto`` ``qint2``/``qint4`` weights (per-group min-max), dequantized.
+
+    Quanto picks its own group size when a linear is wrapped (128, lowered in steps of 32 until it divides
+    the input width; per-row when the input is not wider than 128); the backend overrides it with
+    ``group_size`` before ``freeze()``, which is when Quanto quantizes the weight (see the test
+    ``test_quanto_group_size_is_applied``).
+    """
 
     name = "quanto"
     supported_bits = (2, 4, 8)
 
-    def quantize_weight(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> torch.Tensor:
+    def _frozen(self, weight: torch.Tensor, bits: int):  # noqa: ANN202
         gs = self.check(bits, weight.shape[1])
-        require("optimum.quanto", "llm")
+        require("optimum.quanto", "quant")
         from optimum.quanto import freeze, qint2, qint4, qint8, quantize
 
         qtype = {2: qint2, 4: qint4, 8: qint8}[int(bits)]
@@ -140,7 +159,26 @@ class QuantoBackend(Backend):
         if bits in (2, 4):
             wrapper[0].weight_group_size = gs
         freeze(wrapper)
-        return wrapper[0].weight.dequantize().reshape(weight.shape).float().detach().clone()
+        return wrapper[0].weight, gs
+
+    def quantize_codes(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> QuantizedWeight:
+        if bits == 8:
+            raise UserError("quanto's 8-bit weights are symmetric per row, not group-wise codes",
+                            "export 2- or 4-bit quanto weights, or use backend rtn for 8 bits")
+        qt, gs = self._frozen(weight, bits)
+        out, inf = weight.shape
+        with torch.no_grad():
+            wdq = qt.dequantize().reshape(out, inf // gs, gs).float()
+            codes = qt._data.unpack().reshape(out, inf // gs, gs).float()
+            scale = qt._scale.float().reshape(out, inf // gs)
+        # W = (codes - zero) * scale: the (float) zero point of each group from its codes
+        zero = (codes - wdq / scale.unsqueeze(-1)).mean(dim=-1)
+        return QuantizedWeight(codes.reshape(out, inf).to(torch.uint8), scale, zero, int(bits), gs)
+
+    def quantize_weight(self, weight: torch.Tensor, bits: int, hessian: torch.Tensor | None = None) -> torch.Tensor:
+        qt, _ = self._frozen(weight, bits)
+        with torch.no_grad():
+            return qt.dequantize().reshape(weight.shape).float().detach().clone()
 
 
 _REGISTRY: dict[str, type[Backend]] = {"rtn": RTNBackend, "gptq": GPTQBackend, "hqq": HQQBackend,

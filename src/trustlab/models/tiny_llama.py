@@ -2,18 +2,19 @@
 
 The model is a genuine ``transformers.LlamaForCausalLM`` (RMSNorm, rotary attention, SwiGLU MLP),
 so every code path that handles Hugging Face Llama models (``model.model.layers[i].self_attn.q_proj``
-...) runs on it unchanged. It is trained on the calibration half of
-:mod:`trustlab.data.text_corpus` with a byte-level vocabulary (256 symbols) and cached under
-``trustlab.utils.cache`` keyed by its full recipe, so tests and reruns reuse it.
+...) runs on it unchanged. This module holds the architecture and the training loop only; the caller
+supplies the training token ids (a byte-level vocabulary of 256 symbols). The trained model is cached
+under ``trustlab.utils.cache`` keyed by its full recipe, so tests and reruns reuse it.
 
-Used by IMPQ (issue 5) as the embedded default model: with 8 blocks, exact Shapley values over the
-blocks need only 2^8 = 256 evaluations.
+Used by IMPQ as the embedded default model (:mod:`trustlab.systems.impq.tiny_model` supplies the
+embedded corpus): with 8 blocks, exact Shapley values over the blocks need only 2^8 = 256 evaluations.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,8 +42,9 @@ class TinyLlamaRecipe:
         lr: Peak AdamW learning rate (linear warm-up over 5 % of steps, cosine decay to 10 %).
         weight_decay: AdamW weight decay.
         seed: Seed of initialization and batch sampling.
-        calib_fraction: Leading fraction of the corpus trained on (``corpus_split3(f, ...).train``; the
-            calibration and evaluation text of IMPQ come after it and are never trained on).
+        calib_fraction: Leading fraction of the corpus the caller trains on (IMPQ: ``corpus_split3(f, ...).train``;
+            its calibration and evaluation text come after it and are never trained on). Part of the recipe
+            (and so of the cache key) because it determines the training text.
     """
 
     n_layers: int = 8
@@ -103,23 +105,23 @@ def _lr_at(step: int, recipe: TinyLlamaRecipe) -> float:
     return recipe.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def train_tiny_llama(recipe: TinyLlamaRecipe, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Train a tiny Llama on the calibration half of the embedded corpus (no caching).
+def train_tiny_llama(recipe: TinyLlamaRecipe, ids: torch.Tensor, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Train a tiny Llama on the 1-D token ids ``ids`` (values < 256; no caching).
 
     Args:
         recipe: The recipe.
+        ids: Training token ids (byte values), longer than ``recipe.seq_len``.
         device: Training device.
 
     Returns:
         The trained model on CPU, in eval mode.
     """
-    from trustlab.data.text_corpus import byte_encode, corpus_split
-
+    if ids.ndim != 1 or ids.numel() <= recipe.seq_len + 1:
+        raise ValueError(f"need 1-D training ids longer than seq_len={recipe.seq_len}, got shape {tuple(ids.shape)}")
     gen = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)  # LlamaForCausalLM initialises from the global generator
     model = build_tiny_llama(recipe).to(device)
     model.train()
-    ids = byte_encode(corpus_split(recipe.calib_fraction).calibration)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
     t0 = time.time()
     last = float("nan")
@@ -140,10 +142,12 @@ def train_tiny_llama(recipe: TinyLlamaRecipe, device: torch.device | str = "cpu"
     return model.cpu().eval()
 
 
-def load_or_train_tiny_llama(recipe: TinyLlamaRecipe, device: torch.device | str = "cpu") -> torch.nn.Module:
+def load_or_train_tiny_llama(recipe: TinyLlamaRecipe, ids_fn: Callable[[], torch.Tensor],
+                             device: torch.device | str = "cpu") -> torch.nn.Module:
     """The trained tiny Llama of ``recipe``, from the cache when present (trained and cached otherwise).
 
-    The cache key is the full recipe, so a changed recipe never returns stale weights.
+    The cache key is the full recipe, so a changed recipe never returns stale weights; ``ids_fn`` gives the
+    training ids (called only when training) and must be determined by the recipe.
     """
     from trustlab.utils.io import load_tensors, save_module
 
@@ -154,6 +158,6 @@ def load_or_train_tiny_llama(recipe: TinyLlamaRecipe, device: torch.device | str
         model.load_state_dict(state)
         log.info("loaded cached tiny llama %s", path)
         return model.eval()
-    model = train_tiny_llama(recipe, device)
+    model = train_tiny_llama(recipe, ids_fn(), device)
     save_module(path, model, spec=asdict(recipe))
     return model

@@ -101,10 +101,11 @@ def load_hf_model(spec: str) -> LoadedModel:
 def load_model(spec: str, tiny_recipe: dict[str, Any] | None = None, device: torch.device | str = "cpu") -> LoadedModel:
     """``tiny`` -> the cached tiny Llama; ``smollm2`` -> the GGUF wheel; anything else -> :func:`load_hf_model`."""
     if spec == "tiny":
-        from trustlab.models.tiny_llama import TinyLlamaRecipe, load_or_train_tiny_llama
+        from trustlab.models.tiny_llama import TinyLlamaRecipe
+        from trustlab.systems.impq.tiny_model import load_or_train
 
         recipe = TinyLlamaRecipe(**(tiny_recipe or {}))
-        return LoadedModel(load_or_train_tiny_llama(recipe, device), "tiny", None)
+        return LoadedModel(load_or_train(recipe, device), "tiny", None)
     if spec == "smollm2":
         gguf = smollm2_gguf()
         lm = load_hf_model(str(gguf))

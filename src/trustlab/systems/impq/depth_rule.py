@@ -32,9 +32,10 @@ import torch
 
 from trustlab.compression.backends import get_backend
 from trustlab.compression.model import WeightBank, mean_nll
-from trustlab.models.tiny_llama import TinyLlamaRecipe, build_tiny_llama, train_tiny_llama
+from trustlab.models.tiny_llama import TinyLlamaRecipe, build_tiny_llama
 from trustlab.systems.impq.config import TinyModelConfig
 from trustlab.systems.impq.data import LoadedModel, text_tokens
+from trustlab.systems.impq.tiny_model import train as train_tiny_llama
 from trustlab.utils.io import atomic_write_json
 from trustlab.utils.logging import get_logger
 

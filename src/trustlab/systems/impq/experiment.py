@@ -37,6 +37,30 @@ def _ppl(nll: float) -> float:
     return float(min(math.exp(min(nll, 69.0)), 1e30))
 
 
+def row_nlls(model: Any, tokens: Any, batch_size: int = 8) -> list[float]:
+    """Mean next-token NLL of every held-out row (``mean_nll`` row by row, in batches)."""
+    import torch
+
+    out: list[float] = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, tokens.shape[0], batch_size):
+            x = tokens[i : i + batch_size].to(device)
+            logits = model(input_ids=x).logits[:, :-1].float()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+            out.extend(float(v) for v in nll.mean(dim=1))
+    return out
+
+
+def bootstrap_ppl(rows: list[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``exp(mean row NLL)`` over the held-out rows."""
+    r = np.asarray(rows, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, r.size, size=(n_boot, r.size))
+    means = r[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return _ppl(float(lo)), _ppl(float(hi))
+
+
 def _fmt_bits(x: float) -> str:
     return f"{x:g}"
 
@@ -187,10 +211,12 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             be = get_backend(b, cfg.group_size)
             ok = [bits for bits in distinct if set(bits) <= set(be.supported_bits)]  # quanto has no 3-bit
             bk = WeightBank(model, be, sorted({bit for bits in ok for bit in bits}), hess)
-            out = {}
+            out: dict[str, Any] = {}
             for bits in ok:
                 bk.set_bits(list(bits))
-                out[json.dumps(list(bits))] = mean_nll(model, evalt, cfg.batch_size)
+                rows = row_nlls(model, evalt, cfg.batch_size)
+                out[json.dumps(list(bits))] = float(np.mean(rows))  # rows have equal token counts
+                out["rows|" + json.dumps(list(bits))] = rows
             bk.restore()
             return out
 
@@ -210,6 +236,9 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                     extra = {}
                     if b == cfg.spqe_backend and json.dumps(list(bits)) in calib_nll:
                         extra["calib_nll"] = calib_nll[json.dumps(list(bits))]
+                    rows = results[b].get("rows|" + json.dumps(list(bits)))
+                    if rows is not None:  # 95 % bootstrap interval over held-out rows
+                        extra["ppl_lo"], extra["ppl_hi"] = bootstrap_ppl(rows, seed=0)
                     rec.add_row(setting, method, seed, ppl=_ppl(nll), nll=nll, avg_bits=avg_bits(n_params, bits),
                                 bits_with_overhead=memory_bits(n_params, bits, cfg.group_size) / sum(n_params),
                                 n_4bit=sum(1 for t in bits if t == 4), **extra)
@@ -394,15 +423,23 @@ def _plot(rec: RunRecord, cfg: Config, mname: str, ctx: RunContext) -> None:
     fig, axes = plt.subplots(1, len(cfg.backends), figsize=(4.2 * len(cfg.backends), 3.6), squeeze=False)
     for ax, b in zip(axes[0], cfg.backends, strict=True):
         for method in cfg.methods:
-            pts = sorted((s["avg_bits_mean"], s["ppl_mean"], s["ppl_std"]) for s in rec.summary
+            pts = list(s for s in rec.summary
                          if s["method"] == method and s["setting"].startswith(f"model={mname};backend={b};"))
-            if pts:
-                xs, ys, es = zip(*pts, strict=True)
-                ax.errorbar(xs, ys, yerr=es, marker="o", ms=3, capsize=2, label=method)
+            if not pts:
+                continue
+            pts.sort(key=lambda s: s["avg_bits_mean"])
+            xs = [s["avg_bits_mean"] for s in pts]
+            ys = [s["ppl_mean"] for s in pts]
+            if all("ppl_lo_mean" in s for s in pts):  # bootstrap interval over held-out rows (seed-averaged ends)
+                err = [[y - s["ppl_lo_mean"] for y, s in zip(ys, pts, strict=True)],
+                       [s["ppl_hi_mean"] - y for y, s in zip(ys, pts, strict=True)]]
+            else:
+                err = [s.get("ppl_std", 0.0) for s in pts]
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=3, capsize=2, label=method)
         ax.set_yscale("log")
-        ax.set_xlabel("average bits")
-        ax.set_title(f"{mname} / {b}")
-    axes[0][0].set_ylabel("perplexity (held-out)")
+        ax.set_xlabel("average bits per quantized weight")
+        ax.set_title(f"{mname} / {b} (bars: 95 % bootstrap over held-out rows)", fontsize=8)
+    axes[0][0].set_ylabel("held-out perplexity (per byte/token)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     path = ctx.out / "plots" / "ppl_vs_bits.png"
