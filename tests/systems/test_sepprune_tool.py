@@ -210,3 +210,14 @@ def test_prune_verb_reads_a_mixture_folder(tmp_path) -> None:  # noqa: ANN001
     assert rc == 0
     r = json.loads((tmp_path / "o" / "prune_report.json").read_text())
     assert r["method"] == "hrank" and "4 training / 1 validation" in r["data"] and r["macs_ratio"] <= 0.6
+
+
+def test_shipped_demo_separator_is_trained() -> None:
+    from trustlab.systems.sepprune.tool import DEMO_WEIGHTS, demo_separator, load_mixtures
+    from trustlab.systems.sepprune.training import evaluate
+
+    assert DEMO_WEIGHTS.is_file()
+    _, val, _ = load_mixtures("embedded", 0.5)
+    trained = evaluate(demo_separator(), *val, with_sdr=False)["si_snri_db"]
+    untrained = evaluate(demo_separator(pretrained=False), *val, with_sdr=False)["si_snri_db"]
+    assert trained > 3.0 > untrained
