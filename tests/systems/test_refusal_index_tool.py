@@ -292,3 +292,11 @@ def test_no_logprobs_means_no_calibration_metrics(items: list[QAItem], qa_csv: P
         assert _run("--base-url", srv.base_url, "--data", str(qa_csv), "--out", str(tmp_path / "o")) == 0
     r = _report(tmp_path / "o")["results"]["standard"]
     assert r["logprobs"] is False and "ece_conf" not in r and "auroc_conf" not in r and np.isfinite(r["ri"])
+
+
+def test_server_rejecting_logprobs_falls_back_without_them(items: list[QAItem], qa_csv: Path, tmp_path: Path) -> None:
+    with OpenAICompatServer(ToyQABackend(items), model_name="strict", fault=lambda n: "reject-logprobs") as srv:
+        assert _run("--base-url", srv.base_url, "--data", str(qa_csv), "--out", str(tmp_path / "o"),
+                    "--concurrency", "1", "--retries", "0") == 0
+    r = _report(tmp_path / "o")["results"]["standard"]
+    assert r["logprobs"] is False and np.isfinite(r["ri"])

@@ -104,6 +104,14 @@ class OpenAIChatBackend(Backend):
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:200] if exc.fp else ""
                 last = f"HTTP {exc.code} {detail}".strip()
+                if exc.code in (400, 422) and self.logprobs:  # a server that rejects the logprobs field
+                    log.warning("%s: %s with logprobs requested; continuing without log-probs", self.base_url, last)
+                    self.logprobs = False
+                    try:
+                        return _parse(self._post(self._body(req)))
+                    except urllib.error.HTTPError as exc2:
+                        detail = exc2.read().decode("utf-8", "replace")[:200] if exc2.fp else ""
+                        raise BackendError(f"{self.base_url}: HTTP {exc2.code} {detail}".strip()) from exc2
                 if exc.code not in _RETRY_STATUS:
                     raise BackendError(f"{self.base_url}: {last}") from exc
             except TimeoutError:

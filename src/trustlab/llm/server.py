@@ -41,6 +41,7 @@ class OpenAICompatServer:
         model_name: Name reported by ``/v1/models`` (default: ``backend.name``).
         fault: Optional fault injection for tests: called with the 1-based number of each chat request
             received; ``"reset"`` closes the connection without an answer, ``"500"`` answers HTTP 500,
+            ``"reject-logprobs"`` answers HTTP 400 to a request that asks for log-probs,
             ``None`` serves normally.
         latency_s: Seconds each chat request waits before generating, outside the generation lock (stands
             for network and batched-model latency that concurrent clients overlap; benchmarks).
@@ -134,6 +135,9 @@ class OpenAICompatServer:
                     return
                 if what == "500":
                     self._send(500, {"error": {"message": "injected failure", "type": "server_error"}})
+                    return
+                if what == "reject-logprobs" and b'"logprobs"' in raw:
+                    self._send(400, {"error": {"message": "logprobs is not supported", "type": "invalid_request_error"}})
                     return
                 try:
                     body = json.loads(raw)
