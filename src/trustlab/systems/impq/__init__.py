@@ -11,4 +11,6 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.impq.experiment:run",
     headline=[("impq", "ppl", "model=tiny;backend=rtn;bits=3"), ("sensitivity", "ppl", "model=tiny;backend=rtn;bits=3"), ("lim", "ppl", "model=tiny;backend=rtn;bits=3"), ("impq", "ppl", "model=tiny;backend=rtn;bits=2.5"), ("zd", "ppl", "model=tiny;backend=rtn;bits=2.5")],
     status="reproduced (tiny Llama; SmolLM2-135M opt-in)",
+    demo=("quantize tiny --avg-bits 2.5 --backend rtn --permutations 4 --seq-len 32 --n-calib 4 --n-eval 8 --out {out}",),
+    key_figure="ppl_vs_bits.png",
 )
