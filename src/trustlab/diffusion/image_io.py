@@ -12,14 +12,34 @@ from trustlab.errors import UserError
 READABLE = (".png", ".jpg", ".jpeg")
 
 
+EMBEDDED = "photo:"
+
+
+def is_embedded(path: str | Path) -> bool:
+    """``photo:NAME`` names one of the photos shipped with trustlab (:mod:`trustlab.data.photos`)."""
+    return str(path).startswith(EMBEDDED)
+
+
+def image_stem(path: str | Path) -> str:
+    """Base name for outputs (``photo:chelsea`` -> ``chelsea``)."""
+    return str(path)[len(EMBEDDED):] if is_embedded(path) else Path(path).stem
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Read an RGB image (grey and RGBA are converted) as a float tensor ``(3, H, W)`` in [0, 1].
+
+    ``photo:NAME`` reads an embedded photo (8-bit rounded, shorter side 256), e.g. ``photo:chelsea``.
 
     Raises:
         UserError: the file is missing, not PNG/JPEG, or cannot be decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
+    if is_embedded(path):
+        from trustlab.data.photos import load_photo
+
+        arr = load_photo(str(path)[len(EMBEDDED):])
+        return torch.round(torch.from_numpy(arr).permute(2, 0, 1) * 255) / 255
     p = Path(path)
     if not p.is_file():
         raise UserError(f"image {str(p)!r} does not exist", "check the path")

@@ -1,8 +1,11 @@
 """IP-Adapter pieces built in code from diffusers/transformers components (no downloads).
 
 * :func:`tiny_clip_vision` - a tiny ``CLIPVisionModelWithProjection`` (the image encoder).
-* :func:`clip_preprocess` - differentiable resize + CLIP normalisation (what ``CLIPImageProcessor`` does,
-  minus the PIL round trip), so attacks optimise through the same preprocessing the service applies.
+* :class:`ProcessorParams` / :func:`processor_preprocess` - differentiable ``CLIPImageProcessor``:
+  shortest-edge bicubic resize (antialiased), centre crop, normalisation, read from the service's
+  processor, so attacks optimise through the same preprocessing the service applies to the uploaded PIL image.
+* :func:`image_embeds` / :func:`plus_features` - the base IP-Adapter feature (projected ``image_embeds``)
+  and the IP-Adapter Plus feature (``hidden_states[-2]``).
 * :func:`ip_adapter_state_dict` - a base IP-Adapter state dict (``image_proj`` = ``ImageProjection`` with
   4 tokens, ``ip_adapter`` = ``to_k_ip``/``to_v_ip`` per cross-attention layer) laid out exactly as
   ``h94/IP-Adapter`` files, so ``pipe.load_ip_adapter(state_dict)`` or ``unet._load_ip_adapter_weights``
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,18 +40,88 @@ def tiny_clip_vision(image_size: int = 16, patch_size: int = 4, hidden: int = 32
         return CLIPVisionModelWithProjection(cfg)
 
 
-def clip_preprocess(x01: torch.Tensor, size: int) -> torch.Tensor:
-    """Differentiable CLIP preprocessing of ``(N, 3, H, W)`` images in [0, 1]: bicubic resize (antialias) + normalise."""
-    if x01.shape[-1] != size or x01.shape[-2] != size:
-        x01 = F.interpolate(x01, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-    mean = torch.tensor(CLIP_MEAN, device=x01.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x01.device).view(1, 3, 1, 1)
+@dataclass(frozen=True)
+class ProcessorParams:
+    """What ``CLIPImageProcessor`` does to an upload: resize the shortest edge, centre-crop, normalise.
+
+    Attributes:
+        shortest_edge: Target of the shortest edge (``None``: no resize).
+        crop: ``(height, width)`` of the centre crop (``None``: no crop).
+        mean: Normalisation mean per channel.
+        std: Normalisation std per channel.
+    """
+
+    shortest_edge: int | None
+    crop: tuple[int, int] | None
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+
+    @classmethod
+    def from_processor(cls, proc: Any) -> ProcessorParams:
+        """Parameters of a ``CLIPImageProcessor`` (shortest-edge resize only; fixed-size resizes are squashed)."""
+        size = getattr(proc, "size", None) or {}
+        if not getattr(proc, "do_resize", True):
+            edge = None
+        elif "shortest_edge" in size:
+            edge = int(size["shortest_edge"])
+        else:
+            raise ValueError(f"only shortest-edge resizing is supported, got size={size}")
+        crop_size = getattr(proc, "crop_size", None) or {}
+        crop = (int(crop_size["height"]), int(crop_size["width"])) if getattr(proc, "do_center_crop", False) else None
+        mean = tuple(proc.image_mean) if getattr(proc, "do_normalize", True) else (0.0, 0.0, 0.0)
+        std = tuple(proc.image_std) if getattr(proc, "do_normalize", True) else (1.0, 1.0, 1.0)
+        return cls(edge, crop, mean, std)
+
+    @classmethod
+    def for_encoder(cls, encoder: Any) -> ProcessorParams:
+        """The CLIP default for ``encoder``: shortest edge and crop = its ``image_size``."""
+        s = int(encoder.config.image_size)
+        return cls(s, (s, s))
+
+
+def resized_size(h: int, w: int, shortest_edge: int) -> tuple[int, int]:
+    """Output ``(h, w)`` of a shortest-edge resize, as transformers' ``get_resize_output_image_size``."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = shortest_edge, int(shortest_edge * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def processor_preprocess(x01: torch.Tensor, params: ProcessorParams) -> torch.Tensor:
+    """Differentiable ``CLIPImageProcessor`` on ``(N, 3, H, W)`` images in [0, 1] -> ``pixel_values``."""
+    h, w = x01.shape[-2:]
+    if params.shortest_edge is not None:
+        nh, nw = resized_size(h, w, params.shortest_edge)
+        if (nh, nw) != (h, w):
+            x01 = F.interpolate(x01, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+    if params.crop is not None:
+        ch, cw = params.crop
+        h, w = x01.shape[-2:]
+        if ch > h or cw > w:
+            x01 = F.pad(x01, ((max(cw - w, 0) + 1) // 2, max(cw - w, 0) // 2, (max(ch - h, 0) + 1) // 2,
+                              max(ch - h, 0) // 2))
+            h, w = x01.shape[-2:]
+        top, left = (h - ch) // 2, (w - cw) // 2
+        x01 = x01[..., top:top + ch, left:left + cw]
+    mean = torch.tensor(params.mean, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(params.std, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
     return (x01 - mean) / std
 
 
-def image_embeds(encoder: Any, x01: torch.Tensor) -> torch.Tensor:
-    """Base IP-Adapter feature: the projected ``image_embeds`` of images in [0, 1]."""
-    return encoder(pixel_values=clip_preprocess(x01, encoder.config.image_size)).image_embeds
+def clip_preprocess(x01: torch.Tensor, size: int) -> torch.Tensor:
+    """CLIP preprocessing with shortest edge and crop ``size`` (square inputs: bicubic resize + normalise)."""
+    return processor_preprocess(x01, ProcessorParams(size, (size, size)))
+
+
+def image_embeds(encoder: Any, x01: torch.Tensor, params: ProcessorParams | None = None) -> torch.Tensor:
+    """Base IP-Adapter feature: the projected ``image_embeds`` of images in [0, 1] (through ``params``)."""
+    params = params or ProcessorParams.for_encoder(encoder)
+    return encoder(pixel_values=processor_preprocess(x01, params)).image_embeds
+
+
+def plus_features(encoder: Any, x01: torch.Tensor, params: ProcessorParams | None = None) -> torch.Tensor:
+    """IP-Adapter Plus feature: the penultimate hidden states ``(N, tokens, hidden)``."""
+    params = params or ProcessorParams.for_encoder(encoder)
+    return encoder(pixel_values=processor_preprocess(x01, params), output_hidden_states=True).hidden_states[-2]
 
 
 def ip_adapter_state_dict(unet: Any, image_embed_dim: int, num_tokens: int = 4, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
@@ -110,7 +184,7 @@ def tiny_sd_ip_pipeline(seed: int = 0, image_size: int = 32) -> Any:
     fe = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                             image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False)
+                          set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=sched,
                                    safety_checker=None, feature_extractor=fe, image_encoder=encoder,
                                    requires_safety_checker=False)

@@ -2,9 +2,10 @@
 
 * PhotoGuard encoder attack (Salman et al., "Raising the Cost of Malicious AI-Powered Image Editing",
   ICML 2023; official notebooks): minimise ||E_mu(x + delta) - z_tgt||_2 with random start and a
-  step size decayed linearly to 1/100 of its start. Our target latent is the posterior mean of a flat
-  mid-grey image (the official img2img demo uses z_tgt = 0, the inpainting demo a target image's
-  latent; a grey image's latent is the data-independent choice closest to both).
+  step size decayed linearly to 1/100 of its start, with the official img2img target z_tgt = 0
+  (``target="zero"``). ``target="grey"`` (the posterior mean of a flat mid-grey image, our earlier
+  choice) is kept as the separately named variant ``photoguard_grey``. Sign steps of ||.||_2 and of
+  ||.||_2^2 are identical per image, so the (tileable) squared distance is descended.
 * AdvDM (Liang et al., "Adversarial Example Does Good", ICML 2023): maximise the LDM training loss
   E_{t,n} ||eps_theta(z_t(s * z), t, c) - n||^2 with z a posterior sample, one Monte-Carlo (t, n) per
   step, through the VAE encoder *and* the UNet.
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from trustlab.diffusion.pgd import linf_pgd, project_linf
+from trustlab.diffusion.tiling import encoder_loss_and_grad
 from trustlab.diffusion.unet import diffusion_loss
 from trustlab.diffusion.vae import posterior, sample_latent
 
@@ -30,14 +32,20 @@ class PhotoGuardEncoderAttack:
         alpha: Mean step size; the schedule decays linearly from ``2 * alpha`` to ``2 * alpha / 100``
             (the official shape, scaled so the mean step equals the other attacks' ``alpha``).
         steps: Iterations.
-        target_value: Grey level of the flat target image.
+        target: ``"zero"`` (official img2img target z = 0) or ``"grey"`` (latent of a flat grey image).
+        target_value: Grey level of the flat target image (``target="grey"``).
+        tile: Encode images larger than ``tile`` pixels tile by tile.
+        margin: Context pixels around each tile.
     """
 
-    def __init__(self, eps: float = 8 / 255, alpha: float = 1 / 255, steps: int = 40,
-                 target_value: float = 0.5) -> None:
+    def __init__(self, eps: float = 8 / 255, alpha: float = 1 / 255, steps: int = 40, target: str = "zero",
+                 target_value: float = 0.5, tile: int | None = None, margin: int = 32) -> None:
         if not 0 < eps <= 1 or not 0 < alpha <= 1 or steps < 1 or not 0 <= target_value <= 1:
             raise ValueError("need 0 < eps, alpha <= 1, steps >= 1 and target_value in [0, 1]")
+        if target not in ("zero", "grey"):
+            raise ValueError(f"target must be 'zero' or 'grey', got {target!r}")
         self.eps, self.alpha, self.steps, self.target_value = eps, alpha, steps, target_value
+        self.target, self.tile, self.margin = target, tile, margin
 
     def step_size(self, step: int) -> float:
         """Linearly decayed step size at iteration ``step``."""
@@ -46,15 +54,20 @@ class PhotoGuardEncoderAttack:
 
     def __call__(self, vae: Any, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Protected images."""
-        with torch.no_grad():
-            z_tgt, _ = posterior(vae, torch.full_like(x, self.target_value))
+        if self.target == "grey":
+            with torch.no_grad():
+                z_tgt: float | torch.Tensor = posterior(vae, torch.full_like(x, self.target_value))[0]
+        else:
+            z_tgt = 0.0
 
-        def loss(x_adv: torch.Tensor, step: int) -> torch.Tensor:
-            mean, _ = posterior(vae, x_adv)
-            return (mean - z_tgt).reshape(x.shape[0], -1).norm(dim=1).sum()
+        def latent_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+            return (mean - z_tgt).pow(2).sum()
 
-        return linf_pgd(x, loss, self.eps, self.step_size, self.steps, maximize=False, random_start=True,
-                        generator=generator)
+        def grad(x_adv: torch.Tensor, step: int) -> torch.Tensor:
+            return encoder_loss_and_grad(vae, x_adv, latent_loss, self.tile, self.margin)[1]
+
+        return linf_pgd(x, None, self.eps, self.step_size, self.steps, maximize=False, random_start=True,
+                        generator=generator, grad_fn=grad)
 
 
 class AdvDMAttack:

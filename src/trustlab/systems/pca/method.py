@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from trustlab.diffusion.pgd import linf_pgd
-from trustlab.diffusion.vae import posterior
+from trustlab.diffusion.tiling import encoder_loss_and_grad
 
 
 def posterior_collapse_loss(mean: torch.Tensor, logvar: torch.Tensor, v: float) -> torch.Tensor:
@@ -57,21 +57,27 @@ class PosteriorCollapseAttack:
         steps: Iterations (the official code uses 40, zero init, last iterate).
         v: Prior variance (1e-8 for PCA-, 1 for PCA+).
         ascend: Gradient ascent on L_PCA (PCA+) instead of descent (PCA-).
+        tile: Encode images larger than ``tile`` pixels tile by tile (see :mod:`trustlab.diffusion.tiling`).
+        margin: Context pixels around each tile.
     """
 
     def __init__(self, eps: float = 8 / 255, alpha: float = 1 / 255, steps: int = 40, v: float = 1e-8,
-                 ascend: bool = False) -> None:
+                 ascend: bool = False, tile: int | None = None, margin: int = 32) -> None:
         if not 0 < eps <= 1:
             raise ValueError(f"eps must be in (0, 1], got {eps}")
         if not 0 < alpha <= 1 or steps < 1 or v <= 0:
             raise ValueError(f"need 0 < alpha <= 1, steps >= 1, v > 0; got {alpha}, {steps}, {v}")
         self.eps, self.alpha, self.steps, self.v, self.ascend = eps, alpha, steps, v, ascend
+        self.tile, self.margin = tile, margin
 
     def __call__(self, vae: Any, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Protected images ``x + delta`` with ``||delta||_inf <= eps`` and values in [0, 1]."""
 
-        def loss(x_adv: torch.Tensor, step: int) -> torch.Tensor:
-            mean, logvar = posterior(vae, x_adv)
-            return posterior_collapse_loss(mean, logvar, self.v).mean()
+        def latent_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+            return posterior_collapse_loss(mean, logvar, self.v).sum()
 
-        return linf_pgd(x, loss, self.eps, self.alpha, self.steps, maximize=self.ascend, random_start=False)
+        def grad(x_adv: torch.Tensor, step: int) -> torch.Tensor:
+            return encoder_loss_and_grad(vae, x_adv, latent_loss, self.tile, self.margin)[1]
+
+        return linf_pgd(x, None, self.eps, self.alpha, self.steps, maximize=self.ascend, random_start=False,
+                        grad_fn=grad)
