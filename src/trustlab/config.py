@@ -131,14 +131,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str = "--set") 
         for i, part in enumerate(parts):
             names = [f.name for f in dataclasses.fields(obj)]
             if part not in names:
-                close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
-                where = ".".join(parts[:i]) or "config"
-                fix = (
-                    f"did you mean {' or '.join(repr(c) for c in close)}?"
-                    if close
-                    else f"{where} keys: {', '.join(names)}"
-                )
-                raise UserError(f"{source}: unknown key {dotted!r}", fix)
+                raise UserError(f"{source}: unknown key {dotted!r}", _closest_keys(obj, parts, i))
             if i == len(parts) - 1:
                 current = getattr(obj, part)
                 if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -151,6 +144,22 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str = "--set") 
                 if not dataclasses.is_dataclass(obj):
                     raise UserError(f"{source}: {'.'.join(parts[: i + 1])!r} is not a section", "set it directly")
     return cfg
+
+
+def _closest_keys(obj: Any, parts: list[str], i: int) -> str:
+    """The fix line of an unknown-key error: the closest dotted keys (searching nested sections too)."""
+    prefix = ".".join(parts[:i])
+    full = [f"{prefix}.{d['key']}" if prefix else d["key"] for d in describe_config(obj)]
+    wanted = ".".join(parts)
+    leaf = {k: k.rsplit(".", 1)[-1] for k in full}
+    close = difflib.get_close_matches(wanted, full, n=3, cutoff=0.5)
+    close += [k for k in full if k not in close and leaf[k] in difflib.get_close_matches(parts[-1], list(leaf.values()),
+                                                                                          n=3, cutoff=0.7)]
+    close = close[:4]
+    hint = "`trustlab config SYSTEM` lists every key"
+    if close:
+        return f"did you mean {' or '.join(repr(c) for c in close)}? ({hint})"
+    return f"{prefix or 'config'} keys: {', '.join(f.name for f in dataclasses.fields(obj))} ({hint})"
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -241,3 +250,64 @@ def load_config(
         apply_overrides(cfg, ov, source="--set")
     cfg.validate()
     return cfg
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """One-line docs of a dataclass's fields from the ``Attributes:`` section of its (and its bases') docstrings."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        text = klass.__doc__ or ""
+        if "Attributes:" not in text:
+            continue
+        body = text.split("Attributes:", 1)[1].splitlines()
+        indent: int | None = None
+        current: list[str] | None = None
+        for line in body[1:] if body and not body[0].strip() else body:
+            if not line.strip():
+                if current is not None:
+                    current = None
+                continue
+            lead = len(line) - len(line.lstrip())
+            if indent is None:
+                indent = lead
+            if lead < indent:
+                break
+            name, sep, doc = line.strip().partition(":")
+            names = [n.strip() for n in name.split("/")]  # "a / b / c: shared doc"
+            if lead == indent and sep and all(n.isidentifier() for n in names):
+                current = names
+                for n in names:
+                    docs[n] = doc.strip()
+            elif current is not None:
+                for n in current:
+                    docs[n] = f"{docs[n]} {line.strip()}".strip()
+    return docs
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and typing.get_origin(tp) is None:
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def describe_config(cfg: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Every setting of a (nested) dataclass config: dotted ``key``, ``type``, ``value``, one-line ``doc``.
+
+    Example:
+        >>> [d["key"] for d in describe_config(SystemConfig())]
+        ['seeds', 'device']
+    """
+    docs = attribute_docs(type(cfg))
+    hints = typing.get_type_hints(type(cfg))
+    out: list[dict[str, str]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += describe_config(value, prefix=f"{key}.")
+            continue
+        doc = docs.get(f.name, "")
+        first = doc.split(". ")[0].rstrip(".")
+        out.append({"key": key, "type": _type_name(hints.get(f.name, Any)), "value": json.dumps(value, default=str),
+                    "doc": first + ("." if first else "")})
+    return out

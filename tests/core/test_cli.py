@@ -62,7 +62,7 @@ def test_run_and_report_in_process(toy, tmp_path, capsys):
         (["run", "toy", "--config", "/nonexistent/c.yaml"], "does not exist"),
         (["run", "toy", "--scale", "huge"], "unknown scale"),
         (["run", "toy", "--seeds", "0"], "--seeds 0 must be >= 1"),
-        (["run", "toy", "--model", "m"], "unknown key 'model'"),
+        (["run", "toy", "--model", "m"], "no single model setting"),
         (["report", "/nonexistent/dir"], "neither a run folder"),
         (["reproduce"], "either a SYSTEM or --all"),
     ],

@@ -39,7 +39,7 @@ def test_scalar_to_list():
     "override, match",
     [
         ("nn=3", "unknown key 'nn'; did you mean 'n'"),
-        ("inner.stpes=3", "did you mean 'steps'"),
+        ("inner.stpes=3", "did you mean 'inner.steps'"),
         ("n=abc", "n='abc' is not a valid int"),
         ("n=1.5", "is not a valid int"),
         ("flag=3", "is not a valid bool"),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from trustlab.errors import UserError
-from trustlab.reporting.plots import plot_summary
 from trustlab.reporting.record import claims_table, fmt, summary_table
 from trustlab.utils.io import atomic_write_text, read_json
 
@@ -38,22 +38,81 @@ def load_results(path: Path) -> dict[str, Any]:
     return res
 
 
-def merge_report(paths: list[str | Path], out: str | Path) -> Path:
-    """Write ``out/report.md`` (one table per run) and ``out/plots/<system>.png`` for every run under ``paths``."""
+def _spec(system: str) -> Any:
+    from trustlab.registry import SYSTEMS
+
+    try:
+        return SYSTEMS.get(system)
+    except Exception:  # noqa: BLE001 - a results file of an unknown/broken system still gets a section
+        return None
+
+
+def summary_line(res: dict[str, Any], spec: Any = None) -> dict[str, str]:
+    """One line of the merged report's summary table: what ran, headline figure, verdict."""
+    spec = spec if spec is not None else _spec(res["system"])
+    claims = res.get("claims", [])
+    held = sum(bool(c.get("holds")) for c in claims)
+    methods = list(dict.fromkeys(s["method"] for s in res["summary"]))
+    settings = list(dict.fromkeys(s["setting"] for s in res["summary"]))
+    ran = (f"{len(methods)} method(s) × {len(settings)} setting(s) × {len(res.get('seeds', []))} seed(s), "
+           f"{res.get('scale')} scale, {res.get('wall_time_s', 0):.0f} s")
+    headline = headline_cell(res, spec.headline[:2]) if spec is not None and spec.headline else "see section"
+    verdict = f"claims {held}/{len(claims)} hold" if claims else "no claims at this scale"
+    return {"system": res["system"], "ran": ran, "headline": headline, "verdict": verdict}
+
+
+def key_figure(res: dict[str, Any], run_dir: Path, spec: Any = None) -> Path | None:
+    """The run's key figure (the spec's ``key_figure`` under ``plots/``; else its first plot), if it exists."""
+    spec = spec if spec is not None else _spec(res["system"])
+    names = ([f"plots/{spec.key_figure}"] if spec is not None and spec.key_figure else []) + list(res.get("plots", []))
+    for rel in names:
+        p = run_dir / rel
+        if p.is_file():
+            return p
+    return None
+
+
+def _anchor(text: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip().replace(" ", "-")
+
+
+def merge_report(paths: list[str | Path], out: str | Path, extra: dict[str, list[str]] | None = None,
+                 title: str = "trustlab report") -> Path:
+    """Write ``out/report.md`` for every run under ``paths``: a table of contents, a one-line-per-system
+    summary (what ran, headline figure, verdict), then per system its key figure, tables and claims.
+
+    Args:
+        paths: Run folders or results.json files.
+        out: Folder of the report.
+        extra: Optional lines per system (e.g. the tool verbs the demo ran) shown in its section.
+        title: The report's heading.
+    """
     out = Path(out)
     files = find_results(paths)
-    lines = ["# trustlab report", ""]
     out.mkdir(parents=True, exist_ok=True)
-    for i, f in enumerate(files):
-        res = load_results(f)
-        lines += [f"## {res['system']} ({res.get('scale')}; seeds {res.get('seeds')}; {res.get('wall_time_s', 0):.0f} s)",
-                  "", f"source: `{f}`", "", summary_table(res["summary"])]
+    runs = [(f, load_results(f)) for f in files]
+    heads = [f"{res['system']} ({res.get('scale')})" for _, res in runs]
+    lines = [f"# {title}", "", "## Contents", "", "- [Summary](#summary)"]
+    lines += [f"- [{h}](#{_anchor(h)})" for h in heads]
+    lines += ["", "## Summary", "", "| system | what ran | headline figure | verdict |", "|---|---|---|---|"]
+    body: list[str] = []
+    for (f, res), head in zip(runs, heads, strict=True):
+        spec = _spec(res["system"])
+        line = summary_line(res, spec)
+        lines.append(f"| [{line['system']}](#{_anchor(head)}) | {line['ran']} | {line['headline']} | {line['verdict']} |")
+        body += [f"## {head}", "", f"{line['ran']}; seeds {res.get('seeds')}; source: `{f}`", ""]
+        for extra_line in (extra or {}).get(res["system"], []):
+            body.append(f"- {extra_line}")
+        if (extra or {}).get(res["system"]):
+            body.append("")
+        fig = key_figure(res, f.parent, spec)
+        if fig is not None:
+            body += [f"![{res['system']} key figure]({os.path.relpath(fig, out)})", ""]
+        body += [summary_table(res["summary"])]
         if res.get("claims"):
-            lines += ["", claims_table(res["claims"])]
-        plot = out / "plots" / f"{i:02d}-{res['system']}.png"
-        if plot_summary(res["summary"], plot, title=res["system"]):
-            lines += ["", f"![{res['system']}]({plot.relative_to(out)})", ""]
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+            body += ["", claims_table(res["claims"])]
+        body.append("")
+    atomic_write_text(out / "report.md", "\n".join(lines + [""] + body) + "\n")
     return out / "report.md"
 
 

@@ -63,7 +63,7 @@ class RunRecord:
 
     Args:
         system: Registry name.
-        scale: ``smoke``, ``default`` or ``paper``.
+        scale: ``smoke``, ``quick``, ``default`` or ``paper``.
         config: The resolved config as plain data.
         seeds: Seeds run.
     """
@@ -149,11 +149,13 @@ class RunRecord:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         if make_plots:
-            for p in plot_summary(self.summary, out / "plots" / "summary.png", title=self.system):
+            for p in plot_summary(self.summary, out / "plots" / "summary.png", title=self.system,
+                                  metrics=headline_metrics(self.system)):
                 rel = str(p.relative_to(out))
                 if rel not in self.plots:
                     self.plots.append(rel)
-            for p in plot_series(self.series, out / "plots", title=self.system):
+            for p in plot_series(self.series, out / "plots", title=self.system,
+                                 x_label=str(self.extra.get("series_x", "step"))):
                 rel = str(p.relative_to(out))
                 if rel not in self.plots:
                     self.plots.append(rel)
@@ -164,6 +166,16 @@ class RunRecord:
         atomic_write_text(out / "report.md", render_report(self.to_dict()))
         atomic_write_json(out / "results.json", self.to_dict())
         return out / "results.json"
+
+
+def headline_metrics(system: str) -> list[str]:
+    """The metrics of a system's headline figures (its spec), shown first in its summary plot."""
+    try:
+        from trustlab.registry import SYSTEMS
+
+        return list(dict.fromkeys(h[1] for h in SYSTEMS.get(system).headline))
+    except Exception:  # noqa: BLE001 - an unregistered system (tests' toy systems) has none
+        return []
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
