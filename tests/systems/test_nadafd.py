@@ -136,7 +136,8 @@ def test_dha_collusion_term_penalises_a_shared_deviation() -> None:
     g = collusion_scores(u, group=2)
     assert g.shape == (10,) and g[7:].min() > g[:7].max()
     assert np.allclose(collusion_scores(u[[3, 1, 0, 2, 9, 8, 7, 6, 5, 4]], 2), g[[3, 1, 0, 2, 9, 8, 7, 6, 5, 4]])
-    strat = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12, width=2, hidden=8), 12, 2, use_fdci=False)
+    strat = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12, width=2, hidden=8), 12, 2, use_fdci=False,
+                           collusion=True)  # the nadafd_collusion row
     q = strat.behaviour_quality(u)
     assert q[7:].max() < 0.5 * q[:7].min()
     off = NADAFDStrategy(lambda: SARCNN(num_classes=2, image_size=12, width=2, hidden=8), 12, 2, use_fdci=False,

@@ -11,4 +11,6 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.fvlfp.experiment:run",
     headline=[("fvlfp", "dp_diff"), ("promptfl", "dp_diff"), ("fvlfp", "acc"), ("promptfl", "acc")],
     status="reproduced (qualitative; paper tables not public)",
+    demo=("fed fvlfp --engine flower-inline --num-clients 4 --rounds 2 --out {out}",),
+    key_figure="fairness_vs_accuracy.png",
 )

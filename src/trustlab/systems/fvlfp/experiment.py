@@ -214,6 +214,10 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 rec.extra["per_client"][f"{method}/seed={seed}"] = res["per_client"]
             log.info("seed %d %-14s acc %.3f dp %.3f", seed, method, res["metrics"]["acc"], res["metrics"]["dp_diff"])
     add_claims(rec, cfg)
+    from trustlab.systems.fvlfp.plots import KEY_FIGURE, plot_fairness_accuracy
+
+    if plot_fairness_accuracy(rec.rows, ctx.out / "plots" / KEY_FIGURE) is not None:
+        rec.plots.append(f"plots/{KEY_FIGURE}")
     return rec
 
 

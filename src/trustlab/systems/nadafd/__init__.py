@@ -10,4 +10,7 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.nadafd.experiment:run",
     headline=[("nadafd", "asr", "speckle"), ("median", "asr", "speckle"), ("fedavg", "asr", "speckle"), ("nadafd", "clean_acc", "speckle"), ("fedavg", "clean_acc", "no_attack")],
     status="reproduced (qualitative; paper tables not public)",
+    demo=("fed nadafd --engine flower-inline --num-clients 6 --rounds 2 --method median --attack badnets "
+          "--set n_test=200 --out {out}",),
+    key_figure="asr_clean_vs_round.png",
 )

@@ -126,8 +126,9 @@ class Config(SystemConfig):
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"n_test": 300, "seeds": [0], "methods": ["fedavg", "nadafd"], "clean_reference": False},
-        "quick": {"n_train": 400, "n_test": 300, "num_clients": 8, "rounds": 6, "local_epochs": 1, "seeds": [0],
-                  "methods": ["fedavg", "median", "nadafd"], "clean_reference": True},
+        # demo scale (one seed, 5 clients, 6 rounds): shows the mechanism in seconds, is not evidence
+        "quick": {"n_train": 500, "n_test": 300, "num_clients": 5, "rounds": 6, "lr_decay": 0.85, "seeds": [0],
+                  "methods": ["fedavg", "median", "nadafd"], "clean_reference": False},
         "paper": {"n_train": 3000, "n_test": 1000, "image_size": 32, "rounds": 30, "num_classes": 10,
                   "seeds": [0, 1, 2, 3, 4], "attacks": ["speckle", "badnets", "dba"],
                   "methods": list(ALL_METHODS)},

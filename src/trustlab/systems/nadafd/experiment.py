@@ -199,6 +199,10 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             log.info("%s/%s seed=%d: %s", setting, method, seed,
                      {k: round(v, 3) for k, v in res["metrics"].items()})
     _claims(rec, cfg)
+    from trustlab.systems.nadafd.plots import KEY_FIGURE, plot_asr_clean
+
+    if plot_asr_clean(rec.series, ctx.out / "plots" / KEY_FIGURE) is not None:
+        rec.plots.append(f"plots/{KEY_FIGURE}")
     rec.notes.append("Paper tables are not public (abstract only; possibly withdrawn): claims are the issue's "
                      "qualitative Done-when figures on the embedded SAR simulator, not the paper's numbers.")
     return rec
