@@ -171,12 +171,15 @@ def reproduce(
     scale: ScaleOpt = "default",
     out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the runs.")] = Path("runs/reproduce"),
     publish: Annotated[bool, typer.Option("--publish", help="Copy results to results/ and regenerate the READMEs.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Compare each run with the committed results/<system>/results.json "
+                                                     "(relative tolerance --tol; timings excluded); exit 1 on a difference.")] = False,
+    tol: Annotated[float, typer.Option("--tol", help="Relative tolerance of --check.")] = 1e-6,
     device: DeviceOpt = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Reproduce a system's paper comparison (or all of them) and merge the runs into one report.
 
-    Example: trustlab reproduce nadafd --seeds 3 ; trustlab reproduce --all --scale default
+    Example: trustlab reproduce nadafd --seeds 3 ; trustlab reproduce --all --scale default ; trustlab reproduce pca --check
     """
     from trustlab.registry import SYSTEMS, available_systems
     from trustlab.reporting.merge import merge_report, update_readmes
@@ -207,6 +210,8 @@ def reproduce(
             continue
         done.append(out_dir)
         _print_outcome(record, out_dir)
+        if check:
+            failed += _check_against_committed(name, record.to_dict(), tol)
         if publish:
             dest = Path("results") / name
             dest.mkdir(parents=True, exist_ok=True)
@@ -311,6 +316,24 @@ def demo(
     if failed:
         typer.echo("failed:\n  " + "\n  ".join(failed), err=True)
         raise typer.Exit(1)
+
+
+def _check_against_committed(name: str, res: dict, tol: float) -> list[str]:
+    """Print how a fresh run compares with the committed results file; the failures, if any."""
+    from trustlab.reporting.compare import compare_results
+    from trustlab.reporting.merge import load_results
+
+    ref_path = Path("results") / name / "results.json"
+    if not ref_path.is_file():
+        return [f"{name}: --check: no committed {ref_path} to compare with"]
+    cmp = compare_results(res, load_results(ref_path), tol)
+    typer.echo(f"check {name}: {cmp['compared']} figures compared with {ref_path}; max |diff| {cmp['max_abs_diff']:.3g}; "
+               f"{len(cmp['beyond_tol'])} beyond tolerance {tol:g}; rows only here {len(cmp['only_new'])}, "
+               f"only there {len(cmp['only_ref'])}")
+    for setting, method, seed, metric, new, old in cmp["beyond_tol"][:20]:
+        typer.echo(f"    {setting} / {method} / seed {seed}: {metric} {new!r} vs committed {old!r}")
+    bad = bool(cmp["beyond_tol"] or cmp["only_new"] or cmp["only_ref"])
+    return [f"{name}: differs from the committed results ({len(cmp['beyond_tol'])} figures)"] if bad else []
 
 
 @app.command()

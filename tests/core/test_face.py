@@ -136,3 +136,23 @@ def test_demo_runs_quick_scale_then_the_verbs_and_writes_a_report(toy, tmp_path,
     assert "trustlab demo (quick scale)" in text and "tool verb `trustlab config toy --json`: ok" in text
     # idempotent: a second demo resumes the same folder
     assert main(["demo", "--only", "toy", "--out", str(tmp_path / "d"), "--no-progress"]) == 0
+
+
+def test_reproduce_check_compares_with_the_committed_results(toy, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce", "toy", "--scale", "quick", "--out", "runs", "--no-progress"]) == 0
+    (tmp_path / "results" / "toy").mkdir(parents=True)
+    shutil.copy(tmp_path / "runs" / "toy" / "results.json", tmp_path / "results" / "toy" / "results.json")
+    capsys.readouterr()
+    assert main(["reproduce", "toy", "--scale", "quick", "--out", "runs2", "--check", "--no-progress"]) == 0
+    assert "0 beyond tolerance" in capsys.readouterr().out
+    from trustlab.reporting.compare import compare_results
+    from trustlab.utils.io import read_json
+
+    ref = read_json(tmp_path / "results" / "toy" / "results.json")
+    new = read_json(tmp_path / "runs2" / "toy" / "results.json")
+    new["rows"][0]["acc"] += 1e-3
+    cmp = compare_results(new, ref)
+    assert len(cmp["beyond_tol"]) == 1 and cmp["max_abs_diff"] == pytest.approx(1e-3)
