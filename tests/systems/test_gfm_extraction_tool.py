@@ -150,3 +150,15 @@ def test_cli_help_works():
 def test_lab_graph_type_is_the_tool_graph():
     # the tool and the experiment share one Graph type (one code path)
     assert Graph.__module__.endswith("gfm_extraction.data")
+
+
+def test_embedded_demo_assets_load(tmp_path):
+    from trustlab.systems.gfm_extraction.data import graph_from_files
+    from trustlab.systems.gfm_extraction.demo import DEMO_GRAPH, victim
+
+    enc = _Enc()
+    enc.dim = 384
+    g = graph_from_files(DEMO_GRAPH, enc, test_frac=0.0)
+    assert g.x.shape == (90, 384) and g.edge_index.shape[1] > 0 and len(g.tg.class_names) == 3
+    svc = victim()
+    assert svc.embed(g.x, g.edge_index, torch.arange(4)).shape == (4, 384)

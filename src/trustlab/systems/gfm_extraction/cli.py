@@ -9,8 +9,7 @@ factory (``--victim MODULE:FACTORY`` returning a GFM, a VictimService or any obj
 the victim, and their gains over the text prior, on held-out nodes).
 
 Examples:
-    trustlab extract --victim trustlab.systems.gfm_extraction.demo:victim \\
-        --graph src/trustlab/systems/gfm_extraction/assets/demo_graph --budget 0.1 --out stolen/
+    trustlab extract --victim embedded --graph embedded --budget 0.2 --out stolen/   # the embedded demo
     trustlab extract --victim-url http://127.0.0.1:8000 --graph my_graph/ --budget 40 --out stolen/
 """
 
@@ -29,10 +28,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
 
 @app.command()
 def extract(
-    graph: Annotated[Path, typer.Option("--graph", help="Graph folder: nodes.jsonl, edges.csv, classes.json.")],
+    graph: Annotated[Path, typer.Option("--graph", help="Graph folder (nodes.jsonl, edges.csv, classes.json) or 'embedded'.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (created).")],
     victim_url: Annotated[str | None, typer.Option("--victim-url", help="Victim embedding endpoint URL.")] = None,
-    victim: Annotated[str | None, typer.Option("--victim", help="MODULE:FACTORY returning the victim.")] = None,
+    victim: Annotated[str | None, typer.Option("--victim", help="MODULE:FACTORY returning the victim, or 'embedded'.")] = None,
     budget: Annotated[float, typer.Option("--budget", help="Training queries: fraction of nodes (<= 1) or count.")] = 0.1,
     eval_frac: Annotated[float, typer.Option("--eval", help="Extra queries (fraction of nodes) to measure fidelity.")] = 0.1,
     arch: Annotated[str, typer.Option("--arch", help="Surrogate: sage | gcn | gat | meanmlp | mlp.")] = "sage",
@@ -51,6 +50,12 @@ def extract(
 
     if (victim_url is None) == (victim is None):
         raise UserError("give exactly one of --victim-url URL or --victim MODULE:FACTORY", "pick one victim")
+    if str(graph) == "embedded":
+        from trustlab.systems.gfm_extraction.demo import DEMO_GRAPH
+
+        graph = DEMO_GRAPH
+    if victim == "embedded":
+        victim = "trustlab.systems.gfm_extraction.demo:victim"
     if not graph.is_dir():
         raise UserError(f"--graph {str(graph)!r} is not a folder", "pass a folder with nodes.jsonl, edges.csv, classes.json")
     if victim_url is not None:
