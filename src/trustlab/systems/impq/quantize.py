@@ -45,6 +45,7 @@ from trustlab.compression.export import (
     write_gguf,
 )
 from trustlab.compression.model import (
+    PrefixCache,
     WeightBank,
     all_block_linears,
     block_param_counts,
@@ -261,6 +262,7 @@ def quantize_model(s: QuantizeSettings, out: str | Path) -> dict[str, Any]:
     needs_value = s.allocator in ("impq", "impq_diag", "sensitivity")
     values = None
     bank = None
+    pcache = None
     if s.allocator == "uniform" or not 2.0 < s.avg_bits < 4.0:
         bits = [int(round(s.avg_bits))] * n
     else:
@@ -268,10 +270,12 @@ def quantize_model(s: QuantizeSettings, out: str | Path) -> dict[str, Any]:
         meta["budget_extra_bits"] = B
         if needs_value:
             bank = WeightBank(model, StoredBackend(be, s.fmt), (2, 4), hess)
+            # progressive evaluation: the blocks before the one that changed are not recomputed (same outputs)
+            pcache = PrefixCache(model, bank).install()
 
             def v(mask: np.ndarray) -> float:
                 bank.set_bits([2 if m else 4 for m in mask])
-                return mean_nll(model, calib, s.batch_size)
+                return mean_nll(model, calib, s.batch_size, cache=pcache)
 
             values = PersistentValues(work / f"values-{s.value_hash()}.json", s.value_hash(), v)
         try:
@@ -299,6 +303,8 @@ def quantize_model(s: QuantizeSettings, out: str | Path) -> dict[str, Any]:
         finally:
             if values is not None:
                 values.flush()
+            if pcache is not None:
+                pcache.remove()
         if bank is not None:
             bank.restore()
             bank.quant_.clear()
