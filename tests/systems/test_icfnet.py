@@ -314,15 +314,37 @@ def test_user_csv_and_patch_loaders(tmp_path) -> None:
             load_patch_bags(pdir, ids)
 
 
-def test_smoke_run_paper_ordering(tmp_path) -> None:
+def test_quick_run_headline_and_key_figure(tmp_path) -> None:
     from trustlab.runner import run_system
+    from trustlab.systems.icfnet import SYSTEM
 
-    rec, out = run_system("icfnet", "smoke", out=tmp_path / "run")
+    rec, out = run_system("icfnet", "quick", out=tmp_path / "run")
     assert (out / "results.json").is_file()
-    mean = {s["method"]: s["c_index_mean"] for s in rec.summary}
-    assert all(0.0 <= v <= 1.0 for v in mean.values())
-    # the paper's ordering at smoke scale on a fixed seed: ICFNet above every single modality and late fusion
-    for m in ("only_genomics", "only_pathology", "only_clinical", "late_fusion"):
-        assert mean["icfnet"] > mean[m], (m, mean)
-    assert any(p.startswith("plots/km_synthetic") for p in rec.plots)
-    assert {c["id"] for c in rec.claims} >= {"C1", "C4_synthetic"}
+    mean = {(s["setting"], s["method"]): s["c_index_mean"] for s in rec.summary}
+    for method, _, setting in SYSTEM.headline:
+        assert 0.0 <= mean[(setting, method)] <= 1.0
+    assert (out / "plots" / SYSTEM.key_figure).is_file() and f"plots/{SYSTEM.key_figure}" in rec.plots
+    iv = rec.extra["cindex_intervals"]
+    assert set(iv) == {"synthetic", "breast_cancer"}
+    for setting, res in iv.items():
+        for method, r in res.items():
+            assert r["lo"] < r["c_index"] < r["hi"] and r["c_index"] == pytest.approx(mean[(setting, method)])
+    assert {c["id"] for c in rec.claims} >= {"C1", "C2"}
+
+
+def test_default_model_is_the_official_architecture_and_lite_is_a_named_row() -> None:
+    from trustlab.systems.icfnet.config import Config
+    from trustlab.systems.icfnet.devsearch import BASELINE_GRIDS, ICFNET_GRID
+    from trustlab.systems.icfnet.experiment import make_model, methods_for
+
+    cfg = Config()
+    icf, lite = make_model("icfnet", cfg, 0, "cpu"), make_model("icfnet_lite", cfg, 0, "cpu")
+    assert (icf.layers, icf.fusion_layers, icf.ot_iters, icf.ot_tol) == (2, 2, 1000, 1e-6)
+    assert (lite.layers, lite.fusion_layers, lite.ot_iters, lite.ot_tol) == (0, 1, 5, 0.0)
+    assert "icfnet_lite" in methods_for(make_synthetic_multimodal(n=30, seed=0), lite=cfg.lite)
+    # the baselines' tuning grids have the size of ICFNet's
+    assert all(len(g) == len(ICFNET_GRID) == 35 for g in BASELINE_GRIDS.values())
+    rsf = make_model("rsf", Config(rsf_min_leaf=3, rsf_max_features=0.2), 0, "cpu")
+    assert (rsf.min_samples_leaf, rsf.max_features) == (3, 0.2)
+    ds = make_model("deepsurv", Config(deepsurv_weight_decay=0.0), 0, "cpu")
+    assert ds.weight_decay == 0.0 and make_model("deepsurv", Config(), 0, "cpu").weight_decay == Config().weight_decay

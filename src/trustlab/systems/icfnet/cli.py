@@ -37,6 +37,16 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 COHORT_FORMAT = "trustlab.icfnet.cohort/1"
 
+#: ``--clinical embedded`` / ``--genomics embedded``: a shipped 120-patient synthetic cohort
+#: (``make_synthetic_multimodal(n=120, seed=7, gene_groups=4, genes_per_group=4)``: clinical CSV with
+#: columns patient_id, time, event, age, sex, treatment; 16-gene genomics CSV, 12 patients without it).
+ASSETS = Path(__file__).parent / "assets"
+EMBEDDED = {"clinical": ASSETS / "demo_clinical.csv", "genomics": ASSETS / "demo_genomics.csv"}
+
+
+def _asset(path: Path | None, what: str) -> Path | None:
+    return EMBEDDED[what] if path is not None and str(path) == "embedded" else path
+
 
 def fold_interval(scores: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """Mean of the fold C-indices and its two-sided t-interval (``mean +- t_{k-1} sd / sqrt(k)``)."""
@@ -70,7 +80,8 @@ def cross_validate(model: Any, frame: Any, y: np.ndarray, folds: int, seed: int)
 
 @app.command("fit")
 def fit_cmd(
-    clinical: Annotated[Path, typer.Option("--clinical", help="Clinical CSV: id, time, event and clinical columns.")],
+    clinical: Annotated[Path, typer.Option("--clinical", help="Clinical CSV: id, time, event and clinical columns "
+                                                              "('embedded' = the shipped demo cohort).")],
     time: Annotated[str, typer.Option("--time", help="Time column (> 0).")],
     event: Annotated[str, typer.Option("--event", help="Event column (1 = event, 0 = censored).")],
     out: Annotated[Path, typer.Option("--out", help="Model folder (created).")],
@@ -103,6 +114,7 @@ def fit_cmd(
     if epochs < 1 or d < 2 or layers < 0 or lr <= 0:
         raise UserError("--epochs, --d, --lr must be positive and --layers >= 0", "e.g. --epochs 30 --d 32 --lr 1e-3")
     heads = 2 if d % 2 == 0 else 1
+    clinical, genomics = _asset(clinical, "clinical"), _asset(genomics, "genomics")
     frame, t, e, info = load_survival_frame(clinical, id_col, time, event, genomics, patches)
     if not e.any():
         raise UserError(f"no patient in {str(clinical)!r} has an event ({event}=1)",
@@ -171,6 +183,7 @@ def predict_cmd(
     if out.suffix.lower() != ".csv":
         raise UserError(f"--out {str(out)!r} is not a .csv file", "pass e.g. --out predictions.csv")
     model = ICFNet.load(model_dir, device=str(resolve_device(device)))
+    clinical, genomics = _asset(clinical, "clinical"), _asset(genomics, "genomics")
     id_col = id_col or meta["id"]
     frame, _, _, info = load_survival_frame(clinical, id_col, None, None, genomics, patches,
                                             drop=(meta["time"], meta["event"]))

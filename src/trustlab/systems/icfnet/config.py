@@ -30,8 +30,9 @@ class Config(SystemConfig):
             ``"modality"`` (one token per tabular modality).
         token_dropout: Training-time probability of zeroing a whole tabular token (ICFNet family).
         heads: Attention heads.
-        layers: Transformer layers per stream (0 = gated attention pooling only; the paper uses 2).
-        fusion_layers: Transformer layers in the unification module.
+        layers: Transformer layers per stream (2 as in the paper and the official code; 0 = gated
+            attention pooling only, the ``icfnet_lite`` row).
+        fusion_layers: Transformer layers in the unification module (2 as in the paper).
         dropout: Dropout of the neural models.
         epochs: Training epochs (the maximum when early stopping is on).
         val_fraction: Share of each training fold held out for early stopping on the validation
@@ -51,10 +52,16 @@ class Config(SystemConfig):
         deepsurv_lr: Adam learning rate of DeepSurv (None = ``lr``).
         early_fusion_lr: Adam learning rate of the early-fusion MLP (None = ``lr``).
         weight_decay: Adam weight decay.
-        ot_iters: Sinkhorn iterations (the maximum when ``ot_tol > 0``).
-        ot_tol: Sinkhorn stopping threshold (POT's ``stopThr``; 0 = exactly ``ot_iters`` iterations).
-        cox_alpha: Ridge penalty of CoxPH.
+        deepsurv_weight_decay: Adam weight decay of DeepSurv (None = ``weight_decay``).
+        early_fusion_weight_decay: Adam weight decay of the early-fusion MLP (None = ``weight_decay``).
+        ot_iters: Maximum Sinkhorn iterations (1000 = POT's ``numItermax``, the official call).
+        ot_tol: Sinkhorn stopping threshold (1e-6 = POT's ``stopThr``; 0 = exactly ``ot_iters``).
+        cox_alpha: Ridge penalty of CoxPH (chosen on the development cohorts, eighth pass; was 10).
         rsf_trees: Trees of the random survival forest.
+        rsf_min_leaf: Minimum patients per leaf of the random survival forest.
+        rsf_max_features: Features per split of the random survival forest (sklearn semantics).
+        lite: Also run ``icfnet_lite``, the earlier CPU cut of the architecture (no per-stream
+            transformers, one unification layer, 5 Sinkhorn iterations), as a named row.
         risk_groups: Risk groups of the Kaplan-Meier plot (tertiles by default).
         ablate_fusion: Also run ``icfnet_no_ufm`` (concat instead of the unification module).
     """
@@ -70,8 +77,8 @@ class Config(SystemConfig):
     tokens: str = "groups"
     token_dropout: float = 0.0
     heads: int = 2
-    layers: int = 0
-    fusion_layers: int = 1
+    layers: int = 2
+    fusion_layers: int = 2
     dropout: float = 0.1
     epochs: int = 20
     val_fraction: float = 0.0
@@ -86,10 +93,15 @@ class Config(SystemConfig):
     deepsurv_lr: float | None = 1e-3
     early_fusion_lr: float | None = 3e-3
     weight_decay: float = 1e-3
-    ot_iters: int = 5
-    ot_tol: float = 0.0
-    cox_alpha: float = 10.0
+    deepsurv_weight_decay: float | None = None
+    early_fusion_weight_decay: float | None = None
+    ot_iters: int = 1000
+    ot_tol: float = 1e-6
+    cox_alpha: float = 316.227766
     rsf_trees: int = 50
+    rsf_min_leaf: int = 10
+    rsf_max_features: float | str = "sqrt"
+    lite: bool = True
     risk_groups: int = 3
     ablate_fusion: bool = False
 
@@ -97,9 +109,11 @@ class Config(SystemConfig):
         "smoke": {"seeds": [0], "folds": 5, "datasets": ["synthetic"],
                   "methods": ["icfnet", "only_genomics", "only_pathology", "only_clinical", "late_fusion", "coxph"],
                   "rsf_trees": 10},
+        "quick": {"seeds": [0], "folds": 3, "n_synthetic": 100, "epochs": 10, "lite": False,
+                  "datasets": ["synthetic", "breast_cancer"], "methods": ["icfnet", "late_fusion", "coxph"]},
         "paper": {"d": 64, "heads": 4, "layers": 2, "fusion_layers": 2, "dropout": 0.25, "epochs": 60,
                   "n_synthetic": 600, "datasets": ["synthetic", "breast_cancer", "gbsg2", "whas500"],
-                  "ot_iters": 50, "rsf_trees": 100, "seeds": [0, 1, 2, 3, 4], "ablate_fusion": True},
+                  "rsf_trees": 100, "seeds": [0, 1, 2, 3, 4], "ablate_fusion": True},
     }
 
     def validate(self) -> None:
@@ -128,5 +142,10 @@ class Config(SystemConfig):
             raise UserError(f"tokens={self.tokens!r} is unknown", "use 'groups' or 'modality'")
         if not 0.0 <= self.token_dropout < 1.0:
             raise UserError(f"token_dropout={self.token_dropout} is out of range", "use 0 <= token_dropout < 1")
+        if self.rsf_min_leaf < 1 or (isinstance(self.rsf_max_features, str) and self.rsf_max_features not in ("sqrt", "log2")):
+            raise UserError(f"rsf_min_leaf={self.rsf_min_leaf}, rsf_max_features={self.rsf_max_features!r} out of range",
+                            "use rsf_min_leaf >= 1 and rsf_max_features 'sqrt', 'log2' or a fraction in (0, 1]")
+        if self.ot_iters < 1 or self.ot_tol < 0:
+            raise UserError(f"ot_iters={self.ot_iters}, ot_tol={self.ot_tol} out of range", "use ot_iters >= 1, ot_tol >= 0")
         if self.risk_groups < 2:
             raise UserError("risk_groups must be >= 2", "use 2 (median split) or 3 (tertiles)")

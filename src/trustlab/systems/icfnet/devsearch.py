@@ -21,6 +21,10 @@ Each variant is scored by 5-fold CV (CV seed 0) on every development cohort; the
 is the highest *mean* C-index over the cohorts (fifth / sixth / seventh pass: ``semi_bc`` /
 ``semi_bc_bio`` / the external cohorts decide, README). Run with
 ``python -m trustlab.systems.icfnet.devsearch [variant ...] [--semi] [--bio] [--semi-only] [--external[-only]]``.
+
+Eighth pass: the baselines get tuning grids of ICFNet's grid size on the same development cohorts
+(:data:`BASELINE_GRIDS`, :func:`baseline_search`;
+``python -m trustlab.systems.icfnet.devsearch --baseline=coxph --out=results/icfnet/devsearch/baselines_grid.jsonl``).
 """
 
 from __future__ import annotations
@@ -99,6 +103,77 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # top of P3 (a candidate because a second-pass diagnostic on breast_cancer pointed at it; README)
     "p3_sampler": {**P3, "balanced_sampler": True},
 }
+
+
+#: ICFNet's tuning grid: every variant ICFNet was scored under (all but the MLP baselines' own lrs).
+ICFNET_GRID = [k for k in VARIANTS if "mlp_lr" not in k]
+
+#: The baselines' tuning grids (eighth pass), each of the size of ICFNet's grid (35 points), scored
+#: on the same five development cohorts by the third pass's rule (:func:`baseline_search`).
+BASELINE_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "coxph": [{"cox_alpha": round(10 ** (e / 6), 6)} for e in range(-18, 17)],  # 1e-3 .. 464, includes 10
+    "rsf": [{"rsf_min_leaf": leaf, "rsf_max_features": f}
+            for leaf in (1, 3, 5, 10, 15, 20, 30) for f in ("sqrt", 0.1, 0.2, 0.33, 0.5)],
+    **{m: [{f"{m}_lr": lr, f"{m}_weight_decay": wd}
+           for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2) for wd in (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1)]
+       for m in ("deepsurv", "early_fusion")},
+}
+assert all(len(g) == len(ICFNET_GRID) for g in BASELINE_GRIDS.values()), "the grids must match ICFNet's size"
+
+
+def baseline_search(method: str, out_path: str | None = None, top: int = 3) -> dict[str, Any]:
+    """Tune baseline ``method`` over :data:`BASELINE_GRIDS` the way ICFNet's settings were chosen.
+
+    Third-pass rule on the same five development cohorts (veterans, whas500 and gbsg2 subsets,
+    synth_gc, synth_full): every grid point scored by 5-fold CV with CV seed 0 (mean C-index over
+    the cohorts); the ``top`` points re-scored on CV seeds 1-2; the best 3-seed mean is chosen.
+    Points are relative to the committed settings (:class:`Config` defaults). With ``out_path``, one
+    JSON line per scored point is appended there and points already in the file are not re-run
+    (the search resumes).
+
+    Returns:
+        ``{"method", "chosen", "seed0": [...], "rescored": [...]}``.
+    """
+    if method not in BASELINE_GRIDS:
+        raise UserError(f"no tuning grid for {method!r}", f"use one of: {', '.join(BASELINE_GRIDS)}")
+    done: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
+    if out_path is not None:
+        try:
+            with open(out_path) as fh:
+                for line in fh:
+                    rec = json.loads(line)
+                    if rec.get("method") == method:
+                        done[(json.dumps(rec["point"], sort_keys=True), tuple(rec["seeds"]))] = rec
+        except FileNotFoundError:
+            pass
+    cohorts = dev_cohorts()
+
+    def score(point: dict[str, Any], seeds: tuple[int, ...]) -> dict[str, Any]:
+        key = (json.dumps(point, sort_keys=True), seeds)
+        if key in done:
+            return done[key]
+        t0 = time.time()
+        cfg = dataclasses.replace(Config(), **point)
+        per = {name: round(float(np.mean([cv_unit(d, method, cfg, s, "cpu")["metrics"]["c_index"] for s in seeds])), 4)
+               for name, d in cohorts.items()}
+        rec = {"method": method, "point": point, "seeds": list(seeds), **per,
+               "mean": round(float(np.mean(list(per.values()))), 4), "s": round(time.time() - t0)}
+        if out_path is not None:
+            with open(out_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        done[key] = rec
+        print(json.dumps(rec), flush=True)
+        return rec
+
+    seed0 = [score(p, (0,)) for p in BASELINE_GRIDS[method]]
+    best = sorted(seed0, key=lambda r: -r["mean"])[:top]
+    rescored = []
+    for r in best:
+        r12 = score(r["point"], (1, 2))
+        rescored.append({"point": r["point"], "seed0": r["mean"], "seeds12": r12["mean"],
+                         "mean3": round((r["mean"] + 2 * r12["mean"]) / 3, 4)})
+    chosen = max(rescored, key=lambda r: r["mean3"])
+    return {"method": method, "chosen": chosen, "seed0": seed0, "rescored": rescored}
 
 
 #: Clinical columns of breast_cancer the semi-synthetic generator may pick (not the rare grade=unknown).
@@ -275,6 +350,10 @@ def main(argv: list[str]) -> None:
     external breast-cancer cohorts (seventh pass), ``--external-only`` scores only those.
     """
     opts = dict((a[2:] + "=").split("=")[:2] for a in argv if a.startswith("--"))
+    if "baseline" in opts:  # eighth pass: python -m trustlab.systems.icfnet.devsearch --baseline=coxph [--out=FILE]
+        res = baseline_search(opts["baseline"], opts.get("out") or None)
+        print(json.dumps({"method": res["method"], "chosen": res["chosen"], "rescored": res["rescored"]}), flush=True)
+        return
     names = [a for a in argv if not a.startswith("--")] or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

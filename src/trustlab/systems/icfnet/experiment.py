@@ -30,18 +30,21 @@ from trustlab.systems.icfnet.baselines import RSF, CoxPH, DeepSurv, EarlyFusion,
 from trustlab.systems.icfnet.config import Config
 from trustlab.systems.icfnet.data import SurvivalDataset, experiment_dataset
 from trustlab.systems.icfnet.method import ICFNet
+from trustlab.systems.icfnet.plots import KEY_FIGURE, cindex_intervals, plot_cindex_per_cohort
 from trustlab.utils.logging import get_logger
 from trustlab.utils.progress import progress
 
 log = get_logger(__name__)
 
 
-def methods_for(data: SurvivalDataset, ablate_fusion: bool = False) -> list[str]:
-    """All methods that apply to a dataset (single-modality and late fusion need >= 2 modalities)."""
+def methods_for(data: SurvivalDataset, ablate_fusion: bool = False, lite: bool = False) -> list[str]:
+    """All methods that apply to a dataset (single-modality and late fusion need >= 2 modalities).
+
+    ``lite`` adds ``icfnet_lite``: the earlier CPU cut of the architecture as a named row."""
     mods = list(data.modalities)
     has_bag = any(m.kind == "bag" for m in data.modalities.values())
     has_tab = any(m.kind == "tabular" for m in data.modalities.values())
-    out = ["icfnet", "coxph", "rsf", "deepsurv", "early_fusion"]
+    out = ["icfnet"] + (["icfnet_lite"] if lite else []) + ["coxph", "rsf", "deepsurv", "early_fusion"]
     if len(mods) > 1:
         out += ["late_fusion"] + [f"only_{m}" for m in mods]
     if has_bag and has_tab:  # the ablations run where every ICFNet part is active
@@ -49,6 +52,10 @@ def methods_for(data: SurvivalDataset, ablate_fusion: bool = False) -> list[str]
         if ablate_fusion:
             out.append("icfnet_no_ufm")
     return out
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
@@ -60,10 +67,13 @@ def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
                  swa=cfg.swa, head_init=cfg.head_init)
     icf_kw = dict(nn_kw, d=cfg.icf_d or cfg.d, heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers,
                   dropout=cfg.dropout, ot_iters=cfg.ot_iters, ot_tol=cfg.ot_tol, tokens=cfg.tokens, token_dropout=cfg.token_dropout)
-    ds_kw = dict(nn_kw, lr=cfg.deepsurv_lr or cfg.lr)
-    ef_kw = dict(nn_kw, lr=cfg.early_fusion_lr or cfg.lr)
+    ds_kw = dict(nn_kw, lr=cfg.deepsurv_lr or cfg.lr, weight_decay=_or(cfg.deepsurv_weight_decay, cfg.weight_decay))
+    ef_kw = dict(nn_kw, lr=cfg.early_fusion_lr or cfg.lr,
+                 weight_decay=_or(cfg.early_fusion_weight_decay, cfg.weight_decay))
+    lite_kw = dict(icf_kw, layers=0, fusion_layers=1, ot_iters=5, ot_tol=0.0)
     table: dict[str, Callable[[], Any]] = {
         "icfnet": lambda: ICFNet(**icf_kw),
+        "icfnet_lite": lambda: ICFNet(**lite_kw),
         "icfnet_no_rod": lambda: ICFNet(use_rod=False, orth_weight=0.0, **icf_kw),
         "icfnet_no_bnll": lambda: ICFNet(loss="nll", **icf_kw),
         "icfnet_no_ufm": lambda: ICFNet(fusion="concat", **icf_kw),
@@ -71,7 +81,8 @@ def make_model(method: str, cfg: Config, seed: int, device: str) -> Any:
         "early_fusion": lambda: EarlyFusion(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **ef_kw),
         "deepsurv": lambda: DeepSurv(hidden=(2 * cfg.d, cfg.d), dropout=cfg.dropout, **ds_kw),
         "coxph": lambda: CoxPH(alpha=cfg.cox_alpha),
-        "rsf": lambda: RSF(n_estimators=cfg.rsf_trees, random_state=seed),
+        "rsf": lambda: RSF(n_estimators=cfg.rsf_trees, min_samples_leaf=cfg.rsf_min_leaf,
+                           max_features=cfg.rsf_max_features, random_state=seed),
     }
     if method.startswith("only_"):
         return single_modality(method[len("only_"):], **icf_kw)
@@ -171,7 +182,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     km: dict[str, Any] = {}
     for ds in cfg.datasets:
         data = experiment_dataset(ds, cfg.n_synthetic, cfg.synthetic_censoring)
-        methods = [m for m in methods_for(data, cfg.ablate_fusion) if cfg.methods is None or m in cfg.methods]
+        methods = [m for m in methods_for(data, cfg.ablate_fusion, cfg.lite) if cfg.methods is None or m in cfg.methods]
         for seed in cfg.seeds:
             for method in progress(methods, desc=f"{ds} seed {seed}"):
                 res = ctx.unit(f"{ds}/{method}/seed={seed}",
@@ -180,6 +191,10 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 if method == "icfnet" and seed == cfg.seeds[0]:
                     km[ds] = km_plot(ctx, rec, data, np.asarray(res["groups"]), method)
     rec.extra["logrank"] = km
+    intervals = cindex_intervals(rec.rows, cfg.folds)
+    rec.extra["cindex_intervals"] = intervals
+    if plot_cindex_per_cohort(intervals, ctx.out / "plots" / KEY_FIGURE) is not None:
+        rec.plots.append(f"plots/{KEY_FIGURE}")
     _claims(cfg, rec, km)
     return rec
 
