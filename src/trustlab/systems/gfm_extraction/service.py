@@ -186,4 +186,40 @@ def serve(victim: Any, port: int = 0, budget: int | None = None) -> VictimServer
     return VictimServer(svc, port=port).start()
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trustlab.systems.gfm_extraction.service --victim MODULE:FACTORY [--port N] [--budget N]``.
+
+    Serves the victim on 127.0.0.1 until interrupted (``--victim embedded``: the demo victim).
+    """
+    import argparse
+    import logging
+    import time
+
+    from trustlab.systems.gfm_extraction.tool import load_factory
+
+    ap = argparse.ArgumentParser(prog="python -m trustlab.systems.gfm_extraction.service")
+    ap.add_argument("--victim", required=True, help="MODULE:FACTORY, or 'embedded' for the demo victim")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--budget", type=int, default=None, help="most node embeddings returned in total")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    spec = "trustlab.systems.gfm_extraction.demo:victim" if args.victim == "embedded" else args.victim
+    victim = load_factory(spec)
+    if args.budget is not None:
+        if not isinstance(victim, VictimService):
+            raise UserError("--budget needs a GFM or VictimService victim", "enforce the budget in your victim")
+        victim.budget = args.budget
+    srv = VictimServer(victim, port=args.port).start()
+    log.info("serving the victim at %s (Ctrl-C to stop)", srv.url)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        srv.stop()
+    return 0
+
+
 __all__ = ["HTTPVictim", "VictimServer", "serve", "VictimService"]
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
