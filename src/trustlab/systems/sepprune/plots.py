@@ -22,7 +22,7 @@ def plot_key_figure(rec: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [r for r in rec.rows if "si_snri_db" in r and "macs_ratio" in r]
     settings = sorted({r["setting"] for r in rows})
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     points = []
     for si, setting in enumerate(settings):
         for mi, method in enumerate(COLORS):
@@ -49,7 +49,7 @@ def plot_key_figure(rec: Any, path: str | Path) -> Path:
     ax.set_ylabel("test SI-SNRi after one fine-tuning epoch (dB)")
     ax.set_title(f"SepPrune: SI-SNRi vs MACs ({n} seed{'s' if n != 1 else ''}; bars: std over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
