@@ -228,7 +228,7 @@ def prune_separator(model: str, data: str, macs: float, out: str | Path, weights
               desc="fine-tune")
     pruned = pruned.cpu().eval()
     dense = dense.cpu().eval()
-    lat = measure_latency({"dense": dense, "pruned": pruned}, int(latency_s * SR), repeats=5, warmup=1)
+    lat = measure_latency({"dense": dense, "pruned": pruned}, int(latency_s * SR), repeats=15, warmup=2)
     report = {
         "model": model, "weights": weights, "data": desc, "method": method, "target_macs": macs, "seed": seed,
         "mask_steps": steps if method.startswith("sepprune") else 0, "finetune_steps": finetune_steps,
