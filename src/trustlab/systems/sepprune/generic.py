@@ -319,7 +319,7 @@ class LayerCost:
         for ly in self.layers:
             if ly.depthwise:
                 c = kept.get(ly.g_out, ly.c_out) if ly.g_out else ly.c_out
-                out[ly.name] = ly.rate * c * (ly.c_out // ly.c_in)
+                out[ly.name] = ly.rate * c  # one input channel per output channel
             else:
                 ci = kept.get(ly.g_in, ly.c_in) if ly.g_in else ly.c_in
                 co = kept.get(ly.g_out, ly.c_out) if ly.g_out else ly.c_out
@@ -354,7 +354,7 @@ class LayerCost:
         cross: dict[str, dict[str, float]] = {g: {} for g in self.sizes}
         for ly in self.layers:
             if ly.depthwise and ly.g_out:
-                lin[ly.g_out] += ly.rate * (ly.c_out // ly.c_in)
+                lin[ly.g_out] += ly.rate
                 continue
             if ly.depthwise:
                 continue
