@@ -78,6 +78,20 @@ def cross_validate(model: Any, frame: Any, y: np.ndarray, folds: int, seed: int)
     return scores
 
 
+def model_settings(**overrides: Any) -> dict[str, Any]:
+    """ICFNet arguments of the experiment's default model (:class:`Config`: the official architecture at
+    d = 16 with the training settings chosen on development data), with the non-None ``overrides``."""
+    from trustlab.systems.icfnet.config import Config
+
+    cfg = Config()
+    kw = dict(n_bins=cfg.n_bins, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+              weight_decay=cfg.weight_decay, balanced_sampler=cfg.balanced_sampler, d=cfg.icf_d or cfg.d,
+              heads=cfg.heads, layers=cfg.layers, fusion_layers=cfg.fusion_layers, dropout=cfg.dropout,
+              ot_iters=cfg.ot_iters, ot_tol=cfg.ot_tol, tokens=cfg.tokens, token_dropout=cfg.token_dropout)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return kw
+
+
 @app.command("fit")
 def fit_cmd(
     clinical: Annotated[Path, typer.Option("--clinical", help="Clinical CSV: id, time, event and clinical columns "
@@ -91,10 +105,11 @@ def fit_cmd(
     max_patches: Annotated[int, typer.Option("--max-patches", help="Cap on patches per slide (larger bags are "
                                                                    "subsampled, seeded per patient).")] = 256,
     folds: Annotated[int, typer.Option("--folds", help="Cross-validation folds for the C-index (0 = skip).")] = 5,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
-    d: Annotated[int, typer.Option("--d", help="Hidden width (256 in the paper).")] = 32,
-    layers: Annotated[int, typer.Option("--layers", help="Transformer layers per stream (2 in the paper).")] = 2,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the experiment's, 20).")] = None,
+    d: Annotated[int | None, typer.Option("--d", help="Hidden width (default: the experiment's, 16; paper 256).")] = None,
+    layers: Annotated[int | None, typer.Option("--layers", help="Transformer layers per stream (default 2, as in "
+                                                                 "the paper).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Adam learning rate (default: the experiment's, 5e-3).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, sampling and folds.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "cpu",
 ) -> None:
@@ -111,9 +126,11 @@ def fit_cmd(
         raise UserError(f"--max-patches {max_patches} must be >= 1", "use e.g. --max-patches 256")
     if folds == 1 or folds < 0:
         raise UserError(f"--folds {folds} is not a number of folds", "use --folds 5 (or 0 to skip cross-validation)")
-    if epochs < 1 or d < 2 or layers < 0 or lr <= 0:
-        raise UserError("--epochs, --d, --lr must be positive and --layers >= 0", "e.g. --epochs 30 --d 32 --lr 1e-3")
-    heads = 2 if d % 2 == 0 else 1
+    kw = model_settings(epochs=epochs, d=d, layers=layers, lr=lr)
+    if kw["epochs"] < 1 or kw["d"] < 2 or kw["layers"] < 0 or kw["lr"] <= 0:
+        raise UserError("--epochs, --d, --lr must be positive and --layers >= 0", "e.g. --epochs 20 --d 16 --lr 5e-3")
+    if kw["d"] % kw["heads"]:
+        kw["heads"] = 1
     clinical, genomics = _asset(clinical, "clinical"), _asset(genomics, "genomics")
     frame, t, e, info = load_survival_frame(clinical, id_col, time, event, genomics, patches)
     if not e.any():
@@ -122,8 +139,7 @@ def fit_cmd(
     ensure_writable(out)
     y = Surv.from_arrays(e, t)
     dev = str(resolve_device(device))
-    model = ICFNet(d=d, heads=heads, layers=layers, epochs=epochs, lr=lr, max_patches=max_patches,
-                   random_state=seed, device=dev)
+    model = ICFNet(**kw, max_patches=max_patches, random_state=seed, device=dev)
     t0 = _time.perf_counter()
     cv: dict[str, Any] = {"folds": folds}
     if folds:
