@@ -18,6 +18,7 @@ RULES = {
     "median": lambda u, n: agg.median(u),
     "trimmed_mean": lambda u, n: agg.trimmed_mean(u, 0.2),
     "multikrum": lambda u, n: agg.multikrum(u, 2, 4, n),
+    "bulyan": lambda u, n: agg.bulyan(u, 1),
     "flame": lambda u, n: agg.flame(u, noise_lambda=0.0),
     "fltrust": lambda u, n: agg.fltrust(u, u.mean(axis=0)),
     "foolsgold": lambda u, n: agg.foolsgold(u, u),

@@ -329,3 +329,23 @@ def test_fed_fvlfp_saves_prompts_that_reload_to_the_reported_metrics(tmp_path) -
     assert {r["group"] for r in res["group_table"]} == {"young", "old", "overall"}
     assert main(["fed", "fvlfp", "--world", "nowhere", "--out", str(tmp_path / "x")]) == 2
     assert main(["fed", "fvlfp", "--features", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_fair_server_strategies_are_not_fedavg() -> None:
+    from trustlab.federated import FedAvg, FitReply
+    from trustlab.systems.fvlfp.baselines import FairFedStrategy, QFFLStrategy
+    from trustlab.systems.fvlfp.method import FPFStrategy, counts_to_metrics
+
+    theta = [np.zeros(3)]
+    rng = np.random.default_rng(0)
+    fair, unfair = np.zeros((2, 2, 2)), np.zeros((2, 2, 2))
+    fair[:, 0, 0] = fair[:, 1, 1] = 10  # both groups perfectly classified
+    unfair[0, 0, 0] = unfair[0, 1, 0] = unfair[1, 0, 1] = unfair[1, 1, 1] = 10  # predicts the group
+    replies = [FitReply(i, [rng.normal(size=3)], 10,
+                        {"acc": 0.8, "cf_gap": 0.4 * i, "eo_diff": 0.4 * i, "train_loss_before": 1.0 + i,
+                         **counts_to_metrics(fair if i == 0 else unfair)}) for i in range(3)]
+    ref, _ = FedAvg().aggregate_train(1, theta, replies)
+    for s in (FPFStrategy(), FairFedStrategy(beta=1.0), QFFLStrategy(q=1.0, lr=0.1)):
+        new, info = s.aggregate_train(1, theta, replies)
+        assert not np.allclose(new[0], ref[0], atol=1e-3), type(s).__name__
+    assert FPFStrategy().aggregate_train(1, theta, replies)[1]["weights"][0] > 0.9  # the fair client leads

@@ -1,23 +1,28 @@
-"""Shared federated-learning core: Flower-shaped strategies, pure aggregators, an in-process simulator.
+"""Shared federated-learning core: strategies, pure aggregators, the in-process engine and Flower's Message API.
 
 Public API (stable):
 
 - :mod:`trustlab.federated.aggregate`: pure rules over an update matrix ``(K, d)`` returning
   :class:`~trustlab.federated.aggregate.Aggregate` (``update``, per-client ``weights``, ``accepted``):
-  ``fedavg``, ``median``, ``trimmed_mean``, ``krum``, ``multikrum``, ``flame`` (+ ``flame_filter``),
+  ``fedavg``, ``median``, ``trimmed_mean``, ``krum``, ``multikrum``, ``bulyan``, ``flame`` (+ ``flame_filter``),
   ``fltrust``, ``foolsgold`` (+ ``foolsgold_weights``), helpers ``cosine_matrix``,
-  ``pairwise_sq_distances``, ``krum_scores``.
+  ``pairwise_sq_distances``, ``krum_scores``. Median, trimmed mean, Krum, Multi-Krum and Bulyan are
+  tested equal to Flower's own strategies.
 - :mod:`trustlab.federated.strategy`: ``Strategy`` (``configure_train``/``aggregate_train``/
   ``configure_evaluate``/``aggregate_evaluate``, Flower's names), ``UpdateStrategy`` (subclass and
-  implement ``aggregate_updates`` to plug any rule), ready strategies ``FedAvg``, ``FedMedian``,
-  ``FedTrimmedMean``, ``Krum``, ``MultiKrum``, ``Flame``, ``FLTrust``, ``FoolsGold``; the message types
-  ``FitReply``/``EvaluateReply``; ``flatten``/``unflatten`` of ``NDArrays`` (list of NumPy arrays).
+  implement ``aggregate_updates`` to plug any rule; replies with NaN/inf or wrongly shaped arrays are
+  excluded with a logged reason by ``screen_replies``), ready strategies ``FedAvg``, ``FedMedian``,
+  ``FedTrimmedMean``, ``Krum``, ``MultiKrum``, ``Bulyan``, ``Flame``, ``FLTrust``, ``FoolsGold``; the message
+  types ``FitReply``/``EvaluateReply``; ``flatten``/``unflatten`` of ``NDArrays`` (list of NumPy arrays).
 - :mod:`trustlab.federated.simulation`: ``simulate(strategy, clients, initial_parameters, num_rounds,
-  fraction_fit=1.0, evaluate_fn=None, seed=0) -> History``; clients are any object with ``cid``,
-  ``state`` (dict kept across rounds) and ``fit(parameters, config) -> FitReply``;
+  fraction_fit=1.0, evaluate_fn=None, seed=0) -> History``, the sequential in-process engine; clients
+  are any object with ``cid``, ``state`` and ``fit(parameters, config) -> FitReply``;
   ``get_parameters``/``set_parameters`` move a torch module to/from ``NDArrays``.
-- :mod:`trustlab.federated.flower` (extra ``fed``): ``to_flower_strategy``, ``to_flower_client`` and
-  ``run_flower_loopback`` run any of the above under Flower's own server and clients.
+- :mod:`trustlab.federated.flower` (extra ``fed``): Flower's Message API. ``MessageStrategy`` runs any
+  strategy above as a ``flwr.serverapp.strategy.Strategy`` keyed by **node id**; ``make_server_app`` /
+  ``make_client_app`` build ``ServerApp`` / ``ClientApp``; ``run_on_flower`` trains on the Simulation
+  Engine (``run_flower_simulation``, Ray) or in process (``InlineGrid``).
+- :mod:`trustlab.federated.cli`: ``trustlab fed nadafd|fvlfp`` (engine, population, rounds, outputs).
 
 Example:
     >>> import numpy as np

@@ -2,7 +2,7 @@
 
 The method names mirror Flower's Message-API ``flwr.serverapp.strategy.Strategy`` so a strategy
 written here runs unchanged in :func:`trustlab.federated.simulation.simulate` and, through
-:mod:`trustlab.federated.flower`, under Flower's own server and clients.
+:class:`trustlab.federated.flower.MessageStrategy`, as a Flower ServerApp (client ids = node ids).
 
 Parameters travel as Flower ``NDArrays`` (a list of NumPy arrays, one per model tensor). A reply
 carries the client's *local model* after training; :class:`UpdateStrategy` turns replies into an
