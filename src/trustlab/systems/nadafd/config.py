@@ -74,7 +74,8 @@ class Config(SystemConfig):
             ``spectral`` (robust z of inverted mask size and high-frequency share across clients).
         dha_group: (``nadafd_collusion`` only) peers a client's deviation from the consensus must share to count as collusion.
         dha_z1: (``nadafd_collusion`` only) robust z of the collusion score tolerated before quality drops.
-        clean_reference: Also run FedAvg without attackers (setting ``no_attack``).
+        clean_reference: Also run without attackers (setting ``no_attack``): FedAvg, and ``nadafd`` /
+            ``nadafd_collusion`` when they are among the methods (the clean-accuracy cost of the defense).
     """
 
     data_dir: str = ""

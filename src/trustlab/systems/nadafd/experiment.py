@@ -174,7 +174,9 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int,
 
 
 def _units(cfg: Config) -> list[tuple[str, str]]:
-    units = [("no_attack", "fedavg")] if cfg.clean_reference else []
+    # no_attack: FedAvg (the clean reference) and every NADAFD row that is run (the defense's cost)
+    units = [("no_attack", m) for m in ("fedavg", "nadafd", "nadafd_collusion")
+             if m == "fedavg" or m in cfg.methods] if cfg.clean_reference else []
     for attack in cfg.attacks:
         units += [(attack, m) for m in cfg.methods]
     return units
@@ -236,6 +238,13 @@ def _claims(rec: RunRecord, cfg: Config) -> None:
     ref = m("fedavg", "clean_acc", "no_attack")
     rec.add_claim("clean_acc_kept", "NADAFD clean acc (under attack) within 5 points of FedAvg without attack",
                   acc >= ref - 0.05, nadafd_clean_acc=acc, fedavg_no_attack_clean_acc=ref)
+    clean = m("nadafd", "clean_acc", "no_attack")
+    rec.add_claim("no_attack_cost", "without attackers, NADAFD's clean acc within 5 points of FedAvg's",
+                  clean >= ref - 0.05, nadafd_no_attack_clean_acc=clean, fedavg_no_attack_clean_acc=ref)
+    if "nadafd_collusion" in methods:
+        rec.add_claim("collusion_row", "nadafd_collusion (our addition) vs nadafd (the abstract's modules): ASR",
+                      m("nadafd_collusion", "asr") <= ours, nadafd_asr=ours,
+                      nadafd_collusion_asr=m("nadafd_collusion", "asr"))
     for mod in ("fdci", "naat", "dha"):
         name = f"nadafd_no_{mod}"
         if name not in methods:
