@@ -241,3 +241,7 @@ def test_gptq_export_is_sequential(tmp_path, monkeypatch) -> None:  # noqa: ANN0
     monkeypatch.setattr(qz, "collect_hessians", spy)
     assert _run(["tiny", "--avg-bits", "3", "--backend", "gptq", "--out", str(tmp_path / "g"), *FAST]) == 0
     assert seen == [True]
+
+
+def test_quantize_help() -> None:
+    assert main(["quantize", "--help"]) == 0

@@ -170,6 +170,14 @@ def write_compressed_tensors(model: nn.Module, stored: dict[str, StoredWeight], 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        sd.pop("lm_head.weight", None)  # tied to the embedding: transformers re-ties it on load
+    seen: dict[int, str] = {}
+    for k in list(sd):  # any other shared storage is saved once (safetensors refuses aliases)
+        ptr = sd[k].data_ptr()
+        if ptr in seen and sd[k].numel() > 0:
+            sd.pop(k)
+        seen.setdefault(ptr, k)
     by_scheme: dict[tuple[int, int], list[str]] = {}
     code_bytes = total_bytes = 0
     for name, st in stored.items():
