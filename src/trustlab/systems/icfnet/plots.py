@@ -41,7 +41,8 @@ def cindex_intervals(rows: list[dict[str, Any]], folds: int) -> dict[str, dict[s
     return out
 
 
-def plot_cindex_per_cohort(intervals: dict[str, dict[str, dict[str, float]]], path: Path) -> Path | None:
+def plot_cindex_per_cohort(intervals: dict[str, dict[str, dict[str, float]]], path: Path,
+                           title: str = "C-index per cohort (k-fold CV) with 95 % intervals") -> Path | None:
     """Dot-and-whisker plot: one panel per cohort, methods on the y axis, C-index with its interval."""
     try:
         import matplotlib
@@ -74,9 +75,26 @@ def plot_cindex_per_cohort(intervals: dict[str, dict[str, dict[str, float]]], pa
         ax.set_ylim(-0.7, len(methods) - 0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("C-index per cohort (k-fold CV) with 95 % intervals", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Draw the key figure from a results file: ``python -m trustlab.systems.icfnet.plots RESULTS.json OUT.png [TITLE]``."""
+    import sys
+
+    from trustlab.utils.io import read_json
+
+    args = sys.argv[1:] if argv is None else argv
+    rec = read_json(args[0])
+    intervals = cindex_intervals(rec["rows"], int(rec["config"]["folds"]))
+    kw = {"title": args[2]} if len(args) > 2 else {}
+    plot_cindex_per_cohort(intervals, Path(args[1]), **kw)
+
+
+if __name__ == "__main__":
+    main()
