@@ -87,7 +87,8 @@ def test_smoke_run(tmp_path: Path) -> None:
     rec, out = run_system("ipa-hijack", "smoke", out=tmp_path / "run", device="cpu")
     assert (out / "results.json").is_file()
     methods = {r["method"] for r in rec.rows}
-    assert methods == {"none", "jpeg", "noise", "adv_encoder"}
+    assert methods == {"none", "jpeg", "noise", "adv_encoder", "jpeg_eot", "noise_eot", "adv_encoder_transfer",
+                       "adv_encoder_strong"}
     s = "eps=8/255"
     claims = {c["id"]: c for c in rec.claims}
     assert claims["C3"]["holds"]
@@ -95,3 +96,8 @@ def test_smoke_run(tmp_path: Path) -> None:
     # robust encoder resists it better than the undefended one
     assert rec.mean("none", "target_cos", s) > rec.mean("none", "clean_target_cos", s)
     assert rec.mean("adv_encoder", "target_cos", s) < rec.mean("none", "target_cos", s)
+    # adaptive attacks are attacks: BPDA through JPEG moves the JPEG'd embedding at least as far as the
+    # transform-unaware attack, up to noise; the strong attack is never weaker than the plain one on the robust encoder
+    assert rec.mean("jpeg_eot", "target_cos", s) > rec.mean("jpeg", "clean_target_cos", s)
+    assert rec.mean("adv_encoder_strong", "target_cos", s) >= rec.mean("adv_encoder", "target_cos", s) - 0.02
+    assert "C4" in claims and (out / "plots" / "success_vs_eps.png").is_file()

@@ -11,4 +11,6 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.ipa_hijack.experiment:run",
     headline=[("none", "success_rate", "eps=8/255"), ("jpeg", "success_rate", "eps=8/255"), ("adv_encoder", "success_rate", "eps=8/255"), ("none", "success_rate", "eps=16/255")],
     status="reproduced (tiny pipeline)",
+    demo=("hijack --pipeline tiny --images photo:chelsea --target photo:coffee --steps 50 --gen-steps 5 --out {out}",),
+    key_figure="success_vs_eps.png",
 )

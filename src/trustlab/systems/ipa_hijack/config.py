@@ -29,6 +29,10 @@ class Config(SystemConfig):
         fare_inner_steps: Inner PGD steps of FARE.
         jpeg_quality: Quality of the JPEG defense.
         noise_sigma: Std of the Gaussian input-noise defense.
+        adaptive: Add the adaptive-attack rows (gradient-masking check of every defense).
+        eot_samples: Noise samples per step of the EOT attack on the noise defense.
+        strong_factor: Step multiplier of the strong attack on the robust encoder.
+        strong_restarts: Random restarts of the strong attack.
     """
 
     eps_list: list[float] = field(default_factory=lambda: [4 / 255, 8 / 255, 16 / 255])
@@ -46,11 +50,18 @@ class Config(SystemConfig):
     fare_inner_steps: int = 5
     jpeg_quality: int = 75
     noise_sigma: float = 16 / 255
+    adaptive: bool = True
+    eot_samples: int = 8
+    strong_factor: int = 5
+    strong_restarts: int = 3
 
     SCALES: ClassVar[dict[str, dict[str, Any]]] = {
         "smoke": {"seeds": [0], "eps_list": [8 / 255], "n_src": 8, "encoder_steps": 80, "generator_steps": 30,
                   "classifier_steps": 30, "sample_steps": 3, "fare_steps": 15, "fare_inner_steps": 2,
-                  "attack_steps": 10},
+                  "attack_steps": 10, "eot_samples": 2, "strong_restarts": 2},
+        "quick": {"seeds": [0], "eps_list": [4 / 255, 8 / 255, 16 / 255], "n_src": 8, "encoder_steps": 80,
+                  "generator_steps": 30, "classifier_steps": 30, "sample_steps": 3, "fare_steps": 15,
+                  "fare_inner_steps": 2, "attack_steps": 10, "eot_samples": 2, "strong_restarts": 2},
         "paper": {"eps_list": [2 / 255, 4 / 255, 8 / 255, 16 / 255], "n_src": 64, "encoder_steps": 2000,
                   "generator_steps": 4000, "generator_channels": [32, 64], "fare_steps": 1000, "sample_steps": 30},
     }
@@ -64,6 +75,8 @@ class Config(SystemConfig):
             raise UserError(f"default_eps={self.default_eps} is not in eps_list", "add it to eps_list")
         if min(self.attack_steps, self.n_src, self.sample_steps, self.fare_inner_steps) < 1:
             raise UserError("attack_steps, n_src, sample_steps and fare_inner_steps must be >= 1", "fix the config")
+        if min(self.eot_samples, self.strong_factor, self.strong_restarts) < 1:
+            raise UserError("eot_samples, strong_factor and strong_restarts must be >= 1", "fix the config")
         if not 1 <= self.jpeg_quality <= 100 or self.noise_sigma < 0:
             raise UserError("jpeg_quality must be in [1, 100] and noise_sigma >= 0", "fix the config")
         if self.image_size % 4:

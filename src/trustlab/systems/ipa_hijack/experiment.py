@@ -14,7 +14,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trustlab.diffusion.image_io import image_grid, write_png
 from trustlab.diffusion.ip_adapter import image_embeds
 from trustlab.diffusion.pgd import quantize_toward
 from trustlab.metrics.image import psnr
@@ -33,6 +32,35 @@ from trustlab.utils.logging import get_logger
 log = get_logger(__name__)
 
 DEFENSES = ("none", "jpeg", "noise", "adv_encoder")
+#: Adaptive attacks against each defense (gradient-masking check), as separately named rows:
+#: ``jpeg_eot`` BPDA through JPEG; ``noise_eot`` EOT over the noise; ``adv_encoder_transfer`` crafted on the
+#: undefended encoder, scored on the robust one; ``adv_encoder_strong`` 5x steps, 3 restarts, best iterate.
+ADAPTIVE = ("jpeg_eot", "noise_eot", "adv_encoder_transfer", "adv_encoder_strong")
+
+
+def row_setup(row: str) -> tuple[str, str, str]:
+    """``(defense applied to uploads, encoder the service uses, encoder the attacker differentiates)``."""
+    if row in ("adv_encoder", "adv_encoder_strong"):
+        return "none", "fare", "fare"
+    if row == "adv_encoder_transfer":
+        return "none", "fare", "orig"
+    return row.split("_")[0], "orig", "orig"
+
+
+def make_row_attack(row: str, cfg: Config, eps: float, seed: int) -> HijackAttack:
+    """The attack of ``row`` (the paper's PGD, or its adaptive variant)."""
+    from trustlab.systems.ipa_hijack.baselines import gaussian_noise, jpeg_compress
+    from trustlab.systems.ipa_hijack.method import straight_through
+
+    if row == "jpeg_eot":
+        return HijackAttack(eps, cfg.attack_steps, transform=straight_through(lambda z: jpeg_compress(z, cfg.jpeg_quality)))
+    if row == "noise_eot":
+        g = torch.Generator().manual_seed(seed + 2)
+        return HijackAttack(eps, cfg.attack_steps, transform=lambda z: gaussian_noise(z, cfg.noise_sigma, g),
+                            eot_samples=cfg.eot_samples)
+    if row == "adv_encoder_strong":
+        return HijackAttack(eps, cfg.strong_factor * cfg.attack_steps, restarts=cfg.strong_restarts, best_iterate=True)
+    return HijackAttack(eps, cfg.attack_steps)
 
 
 def eps_name(eps: float) -> str:
@@ -86,8 +114,10 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         x, y = sample(cfg.n_src, cfg.image_size, g, exclude=target_label)
         x, y = (torch.round(x * 255) / 255).to(device), y.to(device)
 
-        for defense in DEFENSES:
-            enc = encoders["fare" if defense == "adv_encoder" else "orig"]
+        rows = DEFENSES + (ADAPTIVE if cfg.adaptive else ())
+        for row in rows:
+            defense, served, attacked = row_setup(row)
+            enc, enc_attack = encoders[served], encoders[attacked]
 
             def clean_unit(defense: str = defense, enc: Any = enc, seed: int = seed, x: torch.Tensor = x,
                            y: torch.Tensor = y, target_label: int = target_label) -> dict[str, Any]:
@@ -98,13 +128,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                         "embed_drift_cos": float(F.cosine_similarity(image_embeds(enc, x),
                                                                      image_embeds(encoders["orig"], x)).mean())}
 
-            clean = ctx.unit(f"clean/{defense}/seed={seed}", clean_unit, seed=seed)
+            clean = ctx.unit(f"clean/{defense}/{served}/seed={seed}", clean_unit, seed=seed)
             for eps in cfg.eps_list:
                 def unit(defense: str = defense, enc: Any = enc, seed: int = seed, eps: float = eps,
                          x: torch.Tensor = x, target: torch.Tensor = target,
-                         target_label: int = target_label) -> dict[str, Any]:
-                    attack = HijackAttack(eps, cfg.attack_steps)
-                    x_adv = quantize_toward(x, attack(enc, x, target, torch.Generator().manual_seed(seed)), eps)
+                         target_label: int = target_label, row: str = row, enc_attack: Any = enc_attack) -> dict[str, Any]:
+                    attack = make_row_attack(row, cfg, eps, seed)
+                    x_adv = quantize_toward(x, attack(enc_attack, x, target, torch.Generator().manual_seed(seed)), eps)
                     transform = make_defense(defense, cfg.jpeg_quality, cfg.noise_sigma,
                                              torch.Generator().manual_seed(seed + 1))
                     uploaded = transform(x_adv)
@@ -123,20 +153,25 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                             "images": [x[:4].tolist(), x_adv[:4].tolist(), gen[:4].tolist()]
                             if seed == cfg.seeds[0] and abs(eps - cfg.default_eps) < 1e-9 else None}
 
-                res = ctx.unit(f"{eps_name(eps)}/{defense}/seed={seed}", unit, seed=seed)
+                res = ctx.unit(f"{eps_name(eps)}/{row}/seed={seed}", unit, seed=seed)
                 imgs = res.pop("images", None)
-                rec.add_row(eps_name(eps), defense, seed, **res, **clean, chance=1.0 / k)
-                if imgs:
+                rec.add_row(eps_name(eps), row, seed, **res, **clean, chance=1.0 / k)
+                if imgs and row in DEFENSES:
                     src, adv, gen = (torch.tensor(t) for t in imgs)
                     if not grid:
-                        grid += [list(src), list(adv), [target[0].cpu()] * len(src)]
-                    grid.append(list(gen))
+                        grid += [("clean upload", list(src)), ("adversarial upload", list(adv)),
+                                 ("target image", [target[0].cpu()] * len(src))]
+                    grid.append((f"generation: {row}", list(gen)))
     if grid:
-        big = [[F.interpolate(im[None], scale_factor=4, mode="nearest")[0] for im in row] for row in grid]
-        write_png(ctx.out / "plots" / "grid.png", image_grid(big))
+        from trustlab.systems.ipa_hijack.plots import image_grid_figure, success_vs_eps
+
+        image_grid_figure(ctx.out / "plots" / "grid.png", grid, [f"upload {i + 1}" for i in range(len(grid[0][1]))],
+                          f"Hijack at {eps_name(cfg.default_eps)} (seed {cfg.seeds[0]})")
         rec.plots.append("plots/grid.png")
         rec.notes.append("plots/grid.png rows: clean uploads, adversarial uploads, target image, then the generations "
                          f"at {eps_name(cfg.default_eps)} under each defense in order {', '.join(DEFENSES)}")
+        success_vs_eps(ctx.out / "plots" / "success_vs_eps.png", rec.rows, list(rows), 1.0 / k)
+        rec.plots.append("plots/success_vs_eps.png")
     _claims(rec, cfg, k)
     return rec
 
@@ -162,6 +197,14 @@ def _claims(rec: RunRecord, cfg: Config, k: int) -> None:
                   **{f"success_{d}": v for d, v in rates.items()}, success_none=none,
                   clean_quality_none=q_none, clean_quality_adv_encoder=q_adv,
                   clean_quality_jpeg=m("jpeg", "clean_quality"), clean_quality_noise=m("noise", "clean_quality"))
+    if cfg.adaptive:
+        adaptive = {r: m(r, "success_rate") for r in ADAPTIVE}
+        rec.add_claim("C4", "Gradient-masking check: no adaptive attack (BPDA/EOT, transfer from the undefended "
+                            "encoder, 5x steps with restarts) beats the robust encoder by more than 0.1 over the "
+                            "paper's attack, i.e. the robust encoder's rate is not an artefact of a weak attack",
+                      max(adaptive["adv_encoder_transfer"], adaptive["adv_encoder_strong"]) <= rates["adv_encoder"] + 0.1,
+                      success_adv_encoder=rates["adv_encoder"], **{f"success_{r}": v for r, v in adaptive.items()},
+                      success_jpeg=rates["jpeg"], success_noise=rates["noise"])
     budget_ok = all(r.get("linf_255", 0) <= float(r["setting"].split("=")[1].split("/")[0]) + 1e-3 for r in rec.rows)
     rec.add_claim("C3", "Every saved adversarial upload keeps ||delta||_inf <= eps (after 8-bit rounding)", budget_ok,
                   max_linf_255=max(r.get("linf_255", 0) for r in rec.rows))

@@ -11,4 +11,6 @@ SYSTEM = SystemSpec(
     run="trustlab.systems.pca.experiment:run",
     headline=[("pca", "recon_psnr", "vae=tiny-a"), ("photoguard", "recon_psnr", "vae=tiny-a"), ("random", "recon_psnr", "vae=tiny-a"), ("pca", "recon_psnr", "vae=tiny-b")],
     status="reproduced (tiny VAE)",
+    demo=("protect photo:chelsea --steps 8 --out {out}",),
+    key_figure="distance_vs_eps.png",
 )

@@ -142,10 +142,11 @@ def jpeg_within_budget(x: torch.Tensor, adv: torch.Tensor, eps: float, quality: 
     for _ in range(rounds):
         data = jpeg_bytes(cur, quality)
         dec = decode_jpeg(data)
-        over = ((dec - x).abs() - budget).clamp_min(0) * (dec - x).sign()
-        if float(over.abs().max()) == 0.0:
+        over = ((dec - x).abs() - budget).clamp_min(0)
+        if float(over.max()) == 0.0:
             return data, dec
-        cur = (torch.round((cur - over) * 255) / 255).clamp(0, 1)
+        back = torch.where(over > 0, over + 1 / 255, torch.zeros_like(over)) * (dec - x).sign()
+        cur = (torch.round((cur - back) * 255) / 255).clamp(0, 1)
     for s in (0.75, 0.5, 0.25, 0.0):
         data = jpeg_bytes(x + s * (cur - x), quality)
         dec = decode_jpeg(data)

@@ -1,7 +1,14 @@
-"""PCA experiment: every method at equal eps on held-out photo crops, white-box and transfer.
+"""PCA experiment: every method at equal eps on held-out photo crops, through a real edit and the VAE round trip.
 
 Settings: ``vae=tiny-a`` (attack crafted and evaluated on the surrogate VAE) and ``vae=tiny-b``
 (the same protected images evaluated on a second VAE of another architecture and seed: transfer).
+On ``tiny-a`` every protected image is also *edited* by diffusers' ``StableDiffusionImg2ImgPipeline``
+built from our VAE and latent UNet (:mod:`trustlab.diffusion.edit`), at each strength in
+``edit_strengths`` and under each of ``n_prompts`` conditioning embeddings, with the clean image's edit
+paired by seed: ``edit_psnr_orig`` = PSNR(edit(x + delta), x) (PCA+'s objective) and ``edit_psnr_clean``
+= PSNR(edit(x + delta), edit(x)) (PCA-'s objective). Comparisons are per-image paired differences with
+95 % t-intervals ("tie" when the interval covers 0), in ``extra.paired`` and the notes. The key figure
+``distance_vs_eps.png`` is the round-trip PSNR to the clean reconstruction against eps.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from typing import Any
 
 import torch
 
+from trustlab.diffusion.edit import edit, img2img_pipeline
 from trustlab.diffusion.image_io import image_grid, write_png
 from trustlab.diffusion.pgd import quantize_toward
 from trustlab.diffusion.profiling import Measure
@@ -27,7 +35,11 @@ from trustlab.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-METHODS = ("none", "random", "photoguard", "advdm", "pca", "pca_plus")
+METHODS = ("none", "random", "photoguard", "photoguard_grey", "advdm", "pca", "pca_plus")
+CURVE_METHODS = ("random", "photoguard", "pca", "pca_plus")
+#: (method, baseline) pairs compared per image.
+PAIRS = (("pca", "photoguard"), ("pca", "advdm"), ("pca", "random"), ("pca_plus", "photoguard"),
+         ("pca_plus", "advdm"), ("photoguard", "photoguard_grey"))
 
 
 def build_models(cfg: Config, device: torch.device) -> dict[str, Any]:
@@ -72,7 +84,9 @@ def make_attack(method: str, cfg: Config, models: dict[str, Any], steps: int | N
     if method == "pca_plus":
         return PosteriorCollapseAttack(cfg.eps, cfg.alpha, cfg.steps, v=1.0, ascend=True)
     if method == "photoguard":
-        return PhotoGuardEncoderAttack(cfg.eps, cfg.alpha, cfg.steps)
+        return PhotoGuardEncoderAttack(cfg.eps, cfg.alpha, cfg.steps, target="zero")
+    if method == "photoguard_grey":
+        return PhotoGuardEncoderAttack(cfg.eps, cfg.alpha, cfg.steps, target="grey")
     if method == "advdm":
         return AdvDMAttack(models["unet"], models["scheduler"], models["cond"], models["scaling"], cfg.eps,
                            cfg.alpha, cfg.steps)
@@ -105,7 +119,54 @@ def evaluate(vae: Any, x: torch.Tensor, x_adv: torch.Tensor, seed: int) -> tuple
         "linf_255": float((x_adv - x).abs().amax() * 255),
         "kl": float(kl_to_standard_normal(m1, lv1).mean()),
     }
+    metrics["per_image_recon_psnr"] = psnr(rec, rec0).cpu().tolist()
     return metrics, rec
+
+
+@torch.no_grad()
+def evaluate_edit(pipe: Any, x: torch.Tensor, x_adv: torch.Tensor, conds: list[torch.Tensor], cfg: Config,
+                  seed: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Per-image edit PSNRs averaged over prompts and strengths (clean and protected edits paired by seed)."""
+    to_orig, to_clean = [], []
+    first = None
+    for pi, cond in enumerate(conds):
+        for strength in cfg.edit_strengths:
+            s = 1000 * seed + 10 * pi + int(100 * strength)
+            e0 = edit(pipe, x, cond, strength, cfg.edit_steps, s)
+            e1 = edit(pipe, x_adv, cond, strength, cfg.edit_steps, s)
+            to_orig.append(psnr(e1, x))
+            to_clean.append(psnr(e1, e0))
+            if first is None:
+                first = e1
+    po, pc = torch.stack(to_orig).mean(0), torch.stack(to_clean).mean(0)
+    return {"edit_psnr_orig": float(po.mean()), "edit_psnr_clean": float(pc.mean()),
+            "per_image_edit_psnr_orig": po.cpu().tolist(), "per_image_edit_psnr_clean": pc.cpu().tolist()}, first
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Mean of ``a - b`` with a 95 % t-interval; verdict ``lower``/``higher``/``tie`` (tie: interval covers 0)."""
+    from scipy import stats
+
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    n = d.numel()
+    mean = float(d.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(unbiased=True) / n**0.5) if n > 1 else float("inf")
+    lo, hi = mean - half, mean + half
+    verdict = "tie" if lo <= 0 <= hi else ("lower" if hi < 0 else "higher")
+    return {"mean_diff": mean, "ci95": [lo, hi], "n": n, "verdict": verdict}
+
+
+@torch.no_grad()
+def unet_denoising_loss(models: dict[str, Any], images: torch.Tensor, n_draws: int = 4) -> dict[str, float]:
+    """Held-out LDM loss of the UNet (fixed t, noise draws) and of the trivial zero predictor (= E||n||^2)."""
+    from trustlab.diffusion.unet import diffusion_loss
+
+    mean, _ = posterior(models["a"], images)
+    z = mean * models["scaling"]
+    g = torch.Generator().manual_seed(123)
+    loss = torch.stack([diffusion_loss(models["unet"], models["scheduler"], z, models["cond"], g).mean()
+                        for _ in range(n_draws)]).mean()
+    return {"unet_heldout_denoising_loss": float(loss), "zero_predictor_loss": 1.0}
 
 
 def run(cfg: Config, ctx: RunContext) -> RunRecord:
@@ -116,6 +177,16 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     a_name = models["a_name"]
     methods = [m for m in METHODS if m != "advdm" or models.get("unet") is not None]
     grid_rows: list[list[torch.Tensor]] = []
+    pipe = None
+    if models.get("unet") is not None and cfg.edit_strengths:
+        pipe = img2img_pipeline(models["a"], models["unet"], models["scaling"])
+        conds = [models["cond"]] + [prompt_embedding(TinyUNetSpec(seed=100 + i)) for i in range(cfg.n_prompts - 1)]
+        rec.extra["unet"] = unet_denoising_loss(models, heldout_crops(64, cfg.image_size, 999).to(device))
+        rec.notes.append("edit: diffusers StableDiffusionImg2ImgPipeline with our VAE and UNet, strengths "
+                         f"{cfg.edit_strengths}, {cfg.n_prompts} prompt embeddings, {cfg.edit_steps} DDIM steps; UNet "
+                         f"held-out denoising loss {rec.extra['unet']['unet_heldout_denoising_loss']:.3f} "
+                         "(zero predictor: 1.0)")
+    per_image: dict[str, dict[str, list[float]]] = {}
     for seed in cfg.seeds:
         x = heldout_crops(cfg.n_eval, cfg.image_size, seed).to(device)
         x = torch.round(x * 255) / 255  # start from 8-bit images, as files are
@@ -137,11 +208,18 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 x_adv = quantize_toward(x, x_adv, cfg.eps)
                 ma, rec_a = evaluate(models["a"], x, x_adv, seed)
                 mb, rec_b = evaluate(models["b"], x, x_adv, seed)
+                shown = rec_a
+                if pipe is not None:
+                    me, shown = evaluate_edit(pipe, x, x_adv, conds, cfg, seed)
+                    ma.update(me)
                 return {"a": {**ma, "time_per_image_s": secs, "peak_mem_mb": mem}, "b": mb,
-                        "images": [x_adv[:4].cpu().tolist(), rec_a[:4].cpu().tolist()] if seed == cfg.seeds[0]
+                        "images": [x_adv[:4].cpu().tolist(), shown[:4].cpu().tolist()] if seed == cfg.seeds[0]
                         else None}
 
             res = ctx.unit(f"{method}/seed={seed}", unit, seed=seed)
+            for key in [k for k in res["a"] if k.startswith("per_image_")]:
+                per_image.setdefault(key[len("per_image_"):], {}).setdefault(method, []).extend(res["a"].pop(key))
+            res["b"].pop("per_image_recon_psnr", None)
             rec.add_row(f"vae={a_name}", method, seed, **res["a"])
             rec.add_row("vae=tiny-b", method, seed, **res["b"])
             if res.get("images"):
@@ -157,9 +235,46 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         write_png(path, image_grid(big))
         rec.plots.append("plots/grid.png")
         rec.notes.append("plots/grid.png rows: original; then per method in order " + ", ".join(methods)
-                         + ": protected image, reconstruction through the surrogate VAE")
+                         + ": protected image, " + ("its edit (first prompt, first strength)" if pipe is not None
+                                                    else "reconstruction through the surrogate VAE"))
+    rec.extra["paired"] = {}
+    for metric, by_method in per_image.items():
+        for a, b in PAIRS:
+            if a in by_method and b in by_method:
+                res_p = paired(by_method[a], by_method[b])
+                rec.extra["paired"][f"{metric}:{a}-{b}"] = res_p
+                rec.notes.append(f"paired {metric} {a} - {b}: {res_p['mean_diff']:+.3f} dB, 95% CI "
+                                 f"[{res_p['ci95'][0]:+.3f}, {res_p['ci95'][1]:+.3f}] over {res_p['n']} images -> "
+                                 + ("tie" if res_p["verdict"] == "tie" else f"{a} {res_p['verdict']}"))
+    _curve(rec, cfg, models, ctx)
     _claims(rec, cfg, a_name, methods)
     return rec
+
+
+def _curve(rec: RunRecord, cfg: Config, models: dict[str, Any], ctx: RunContext) -> None:
+    """Round-trip PSNR (protected vs clean reconstruction) against eps: the key figure."""
+    if not cfg.curve_eps:
+        return
+    points: dict[str, list[tuple[float, float, float]]] = {}
+    for seed in cfg.seeds:
+        x = torch.round(heldout_crops(cfg.curve_n, cfg.image_size, seed) * 255).to(ctx.device) / 255
+        for eps in cfg.curve_eps:
+            for method in CURVE_METHODS:
+                def unit(method: str = method, eps: float = eps, x: torch.Tensor = x, seed: int = seed) -> dict[str, Any]:
+                    c = replace(cfg, eps=eps, alpha=min(cfg.alpha * eps / cfg.eps, eps))
+                    x_adv = quantize_toward(x, make_attack(method, c, models)(models["a"], x,
+                                                                              torch.Generator().manual_seed(seed)), eps)
+                    m, _ = evaluate(models["a"], x, x_adv, seed)
+                    return {"recon_psnr": m["recon_psnr"], "per_image": m["per_image_recon_psnr"]}
+
+                res = ctx.unit(f"curve/{method}/eps={eps:.5f}/seed={seed}", unit, seed=seed)
+                rec.add_series("curve", method, seed, round(eps * 255), recon_psnr=res["recon_psnr"])
+                pi = torch.tensor(res["per_image"])
+                points.setdefault(method, []).append((eps * 255, float(pi.mean()), float(pi.std())))
+    from trustlab.systems.pca.plots import distance_vs_eps
+
+    distance_vs_eps(ctx.out / "plots" / "distance_vs_eps.png", points, rec.extra.get("vae_name", "tiny-a"))
+    rec.plots.append("plots/distance_vs_eps.png")
 
 
 def _claims(rec: RunRecord, cfg: Config, a_name: str, methods: list[str]) -> None:
@@ -168,14 +283,36 @@ def _claims(rec: RunRecord, cfg: Config, a_name: str, methods: list[str]) -> Non
     def m(method: str, metric: str, setting: str = sa) -> float:
         return rec.mean(method, metric, setting=setting)
 
+    pr = rec.extra.get("paired", {})
+
+    def verdict(key: str) -> str:
+        return pr.get(key, {}).get("verdict", "n/a")
+
     pca, pg, rnd = m("pca", "recon_psnr"), m("photoguard", "recon_psnr"), m("random", "recon_psnr")
-    rec.add_claim("C1", f"PCA lowers reconstruction PSNR (vs the clean reconstruction) more than PhotoGuard and random "
-                        f"noise at eps={cfg.eps * 255:.0f}/255",
-                  pca < pg and pca < rnd, pca_recon_psnr=pca, photoguard_recon_psnr=pg, random_recon_psnr=rnd,
-                  pca_recon_psnr_orig=m("pca", "recon_psnr_orig"), photoguard_recon_psnr_orig=m("photoguard", "recon_psnr_orig"),
-                  clean_recon_psnr_orig=m("none", "recon_psnr_orig"), pca_plus_recon_psnr=m("pca_plus", "recon_psnr"),
-                  pca_recon_ssim=m("pca", "recon_ssim"), photoguard_recon_ssim=m("photoguard", "recon_ssim"),
-                  random_recon_ssim=m("random", "recon_ssim"))
+    rec.add_claim("C1", f"VAE round trip: PCA lowers reconstruction PSNR (vs the clean reconstruction) more than "
+                        f"PhotoGuard (official z = 0 target) and random noise at eps={cfg.eps * 255:.0f}/255, "
+                        "per-image paired 95% intervals below 0",
+                  verdict("recon_psnr:pca-photoguard") == "lower" and verdict("recon_psnr:pca-random") == "lower",
+                  pca_recon_psnr=pca, photoguard_recon_psnr=pg, random_recon_psnr=rnd,
+                  photoguard_grey_recon_psnr=m("photoguard_grey", "recon_psnr"),
+                  pca_plus_recon_psnr=m("pca_plus", "recon_psnr"),
+                  verdict_vs_photoguard=verdict("recon_psnr:pca-photoguard"),
+                  verdict_vs_random=verdict("recon_psnr:pca-random"))
+    if "edit_psnr_clean:pca-photoguard" in pr:
+        rec.add_claim("C5", "Real edit (img2img): PCA- lowers PSNR(edit of protected, edit of clean) more than "
+                            "PhotoGuard; PCA+ lowers PSNR(edit of protected, original) more than PhotoGuard "
+                            "(paired 95% intervals below 0)",
+                      verdict("edit_psnr_clean:pca-photoguard") == "lower"
+                      and verdict("edit_psnr_orig:pca_plus-photoguard") == "lower",
+                      pca_edit_psnr_clean=m("pca", "edit_psnr_clean"),
+                      photoguard_edit_psnr_clean=m("photoguard", "edit_psnr_clean"),
+                      advdm_edit_psnr_clean=m("advdm", "edit_psnr_clean") if "advdm" in methods else float("nan"),
+                      pca_plus_edit_psnr_orig=m("pca_plus", "edit_psnr_orig"),
+                      photoguard_edit_psnr_orig=m("photoguard", "edit_psnr_orig"),
+                      none_edit_psnr_orig=m("none", "edit_psnr_orig"),
+                      verdict_pca_vs_photoguard=verdict("edit_psnr_clean:pca-photoguard"),
+                      verdict_pca_vs_advdm=verdict("edit_psnr_clean:pca-advdm"),
+                      verdict_pca_plus_vs_photoguard=verdict("edit_psnr_orig:pca_plus-photoguard"))
     if "advdm" in methods:
         ratio = m("advdm", "time_per_image_s") / max(m("pca", "time_per_image_s"), 1e-12)
         rec.add_claim("C2", "PCA runs faster per image than the diffusion-loss attack (AdvDM), same run",
