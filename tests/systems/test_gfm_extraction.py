@@ -139,6 +139,9 @@ def test_seed_interval_is_a_t_interval():
     lo, hi = stats.t.interval(0.95, 2, loc=0.2, scale=stats.sem(vals))
     assert iv["lo"] == pytest.approx(lo, abs=1e-3) and iv["hi"] == pytest.approx(hi, abs=1e-3)
     assert seed_interval([0.5], [0.4], [0.6])["lo"] == 0.4
+    many = [0.01 * i for i in range(12)]
+    lo12, _ = stats.t.interval(0.95, 11, loc=sum(many) / 12, scale=stats.sem(many))
+    assert seed_interval(many)["lo"] == pytest.approx(lo12, abs=1e-6)
 
 
 def test_mlp_surrogate_ignores_neighbours():

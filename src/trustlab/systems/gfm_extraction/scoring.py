@@ -72,9 +72,6 @@ def score_embeddings(s_emb: torch.Tensor, v_emb: torch.Tensor, t_emb: torch.Tens
     return out
 
 
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def seed_interval(values: list[float], lo: list[float] | None = None, hi: list[float] | None = None) -> dict[str, Any]:
     """Mean over seeds with a 95 % interval: a t interval for >= 2 seeds, else the single seed's bootstrap bounds."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
@@ -84,6 +81,8 @@ def seed_interval(values: list[float], lo: list[float] | None = None, hi: list[f
     if len(vals) == 1:
         return {"mean": m, "lo": lo[0] if lo else float("nan"), "hi": hi[0] if hi else float("nan"), "n": 1,
                 "interval": "bootstrap over nodes"}
+    from scipy.stats import t
+
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-    half = T975.get(len(vals) - 1, 1.96) * sd / math.sqrt(len(vals))
+    half = float(t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals))
     return {"mean": m, "lo": m - half, "hi": m + half, "n": len(vals), "interval": "t over seeds"}
