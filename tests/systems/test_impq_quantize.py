@@ -144,9 +144,10 @@ def test_interrupted_quantize_resumes(tmp_path, monkeypatch, ct_out) -> None:  #
 
 
 def test_allocator_option_uniform_and_baselines(tmp_path) -> None:  # noqa: ANN001
-    assert _run(["tiny", "--avg-bits", "2", "--allocator", "uniform", "--out", str(tmp_path / "u"), *FAST]) == 0
+    assert _run(["tiny", "--avg-bits", "2", "--allocator", "uniform", "--verify", "--out", str(tmp_path / "u"), *FAST]) == 0
     u = json.loads((tmp_path / "u" / "report.json").read_text())
     assert u["block_bits"] == [2, 2, 2, 2]
+    assert u["reloaded_ppl_rel_diff"] < 0.01  # --verify: reloaded by stock transformers
     assert _run(["tiny", "--avg-bits", "2.5", "--allocator", "zd", "--backend", "quanto",
                  "--out", str(tmp_path / "z"), *FAST]) == 0
     z = json.loads((tmp_path / "z" / "report.json").read_text())

@@ -47,6 +47,8 @@ def quantize(
     seq_len: Annotated[int, typer.Option(help="tokens per calibration/evaluation row")] = 64,
     n_calib: Annotated[int, typer.Option(help="calibration rows")] = 8,
     n_eval: Annotated[int, typer.Option(help="held-out rows for the reported perplexity")] = 16,
+    verify: Annotated[bool, typer.Option("--verify", help="reload the checkpoint with stock transformers "
+                                          "and record its perplexity in report.json")] = False,
 ) -> None:
     """Quantize MODEL to an average of B bits with IMPQ and write a checkpoint stock loaders read."""
     from trustlab.systems.impq.quantize import QuantizeSettings, quantize_model
@@ -57,7 +59,8 @@ def quantize(
                         "pass a folder saved with save_pretrained, a .gguf file, tiny or smollm2")
     s = QuantizeSettings(model=model, avg_bits=avg_bits, backend=backend, fmt=fmt, allocator=allocator,
                          group_size=group_size, n_permutations=permutations, seed=seed, seq_len=seq_len,
-                         n_calib=n_calib, n_eval=n_eval)
+                         n_calib=n_calib, n_eval=n_eval, verify=verify)
     rep = quantize_model(s, out)
+    again = f", reloaded by stock transformers {rep['reloaded_ppl']:.3f}" if "reloaded_ppl" in rep else ""
     typer.echo(f"{rep['model_name']}: {rep['avg_bits']:.3g} bits ({backend}, {fmt}), held-out perplexity "
-               f"{rep['ppl']:.3f} (float {rep['fp_ppl']:.3f}); wrote {rep['checkpoint']} and {out / 'bitplan.json'}")
+               f"{rep['ppl']:.3f} (float {rep['fp_ppl']:.3f}{again}); wrote {rep['checkpoint']} and {out / 'bitplan.json'}")

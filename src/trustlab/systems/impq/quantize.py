@@ -85,6 +85,7 @@ class QuantizeSettings:
         n_eval: Held-out rows for the reported perplexity.
         batch_size: Forward batch size.
         solver: BQP solver.
+        verify: Reload the written checkpoint with stock ``transformers`` and record its perplexity.
     """
 
     model: str = "tiny"
@@ -101,6 +102,7 @@ class QuantizeSettings:
     n_eval: int = 16
     batch_size: int = 8
     solver: str = "auto"
+    verify: bool = False
 
     def validate(self) -> None:
         """Raise a one-line :class:`UserError` on bad input."""
@@ -356,6 +358,9 @@ def quantize_model(s: QuantizeSettings, out: str | Path) -> dict[str, Any]:
         "value_evaluations_computed_this_run": meta["value_evaluations_computed_this_run"],
         "seconds_allocation": t_alloc, "seconds_total": time.time() - t0,
     }
+    if s.verify:  # the checkpoint as any user gets it: stock transformers, no trustlab code in the loop
+        report["reloaded_ppl"] = stock_perplexity(out, evalt, s.batch_size)
+        report["reloaded_ppl_rel_diff"] = abs(report["reloaded_ppl"] - report["ppl"]) / report["ppl"]
     atomic_write_json(out / "report.json", report)
     log.info("quantized %s to %.3g bits (%s, %s): ppl %.3f (float %.3f) -> %s", lm.name, meta["avg_bits"],
              s.backend, s.fmt, report["ppl"], report["fp_ppl"], ckpt)
