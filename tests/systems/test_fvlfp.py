@@ -349,3 +349,15 @@ def test_fair_server_strategies_are_not_fedavg() -> None:
         new, info = s.aggregate_train(1, theta, replies)
         assert not np.allclose(new[0], ref[0], atol=1e-3), type(s).__name__
     assert FPFStrategy().aggregate_train(1, theta, replies)[1]["weights"][0] > 0.9  # the fair client leads
+
+
+def test_run_accepts_a_feature_manifest(tmp_path) -> None:
+    from trustlab.runner import run_system
+    from trustlab.systems.fvlfp.data import export_feature_manifest
+
+    _, feats, spec = _small_feats()
+    man = export_feature_manifest(tmp_path / "f", feats, spec.class_names, spec.group_names)
+    rec, _ = run_system("fvlfp", "quick", out=tmp_path / "run", device="cpu",
+                        overrides=[f"features_path={man}", "methods=[promptfl]", "rounds=1"])
+    assert rec.rows[0]["method"] == "promptfl" and 0.0 <= rec.rows[0]["acc"] <= 1.0
+    assert sum(r["count"] for r in rec.extra["group_table"]["promptfl/seed=0"][:-1]) == len(feats["test"][1])

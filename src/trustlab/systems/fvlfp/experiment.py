@@ -189,6 +189,10 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         cache: dict[str, Any] = {}
 
         def feats(seed: int = seed, cache: dict[str, Any] = cache) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+            if not cache and cfg.features_path:  # precomputed features: no images, no encoding
+                from trustlab.systems.fvlfp.data import load_feature_manifest
+
+                cache["v"] = load_feature_manifest(cfg.features_path)
             if not cache:
                 fed, cn, gn = build_federation(cfg, seed)
                 dev = "cpu" if cfg.backbone == "tiny" else ctx.device

@@ -74,7 +74,11 @@ def fed_run(out: str | Path, engine: str = "inprocess", num_clients: int = 10, f
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = build_data(cfg, seed)
+    try:
+        data = build_data(cfg, seed)
+    except ValueError as exc:  # e.g. no Dirichlet split gives every client >= 10 chips
+        raise UserError(f"cannot split the chips among {num_clients} clients ({exc})",
+                        "raise alpha (--set alpha=5) or n_train (--set n_train=...)") from exc
     trained = train_federation(cfg, data, setting, method, seed, engine)
     res = summarise(cfg, data, setting, method, trained)
     model = trained.model_fn()
