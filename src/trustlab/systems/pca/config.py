@@ -32,7 +32,7 @@ class Config(SystemConfig):
             surrogate instead of tiny-a; the AdvDM baseline is then skipped unless ``unet_path`` is set.
         unet_path: Optional local UNet2DConditionModel folder matching ``vae_path``.
         edit_strengths: img2img strengths of the edit evaluation (empty: no edit view).
-        n_prompts: Conditioning embeddings ("prompts") per edit.
+        edit_prompts: Prompts of the edits (tokenised by the tiny text encoder's word vocabulary).
         edit_steps: DDIM steps of the img2img pipeline (at strength s, ``s * edit_steps`` are run).
         curve_eps: Budgets of the distance-vs-eps curve (key figure).
         curve_n: Images per seed of the curve.
@@ -54,7 +54,8 @@ class Config(SystemConfig):
     vae_path: str | None = None
     unet_path: str | None = None
     edit_strengths: list[float] = field(default_factory=lambda: [0.3, 0.6])
-    n_prompts: int = 3
+    edit_prompts: list[str] = field(default_factory=lambda: ["a photo of coins", "a photo of grass",
+                                                             "a photo of astronaut"])
     edit_steps: int = 20
     curve_eps: list[float] = field(default_factory=lambda: [2 / 255, 4 / 255, 8 / 255, 16 / 255])
     curve_n: int = 8
@@ -77,8 +78,9 @@ class Config(SystemConfig):
             raise UserError(f"eps={self.eps} is outside (0, 1]", "give eps in [0, 1] pixel units, e.g. 8/255 = 0.0314")
         if not 0 < self.alpha <= self.eps:
             raise UserError(f"alpha={self.alpha} must be in (0, eps]", "use e.g. alpha = eps / 8")
-        if any(not 0 < st <= 1 for st in self.edit_strengths) or self.n_prompts < 1 or self.edit_steps < 1:
-            raise UserError("edit_strengths must lie in (0, 1], n_prompts and edit_steps >= 1", "e.g. [0.3, 0.6]")
+        if any(not 0 < st <= 1 for st in self.edit_strengths) or not self.edit_prompts or self.edit_steps < 1:
+            raise UserError("edit_strengths must lie in (0, 1], edit_prompts non-empty, edit_steps >= 1",
+                            "e.g. edit_strengths=[0.3, 0.6]")
         if any(not 0 < e <= 1 for e in self.curve_eps) or self.curve_n < 1:
             raise UserError("curve_eps must lie in (0, 1] and curve_n >= 1", "e.g. [0.0157, 0.0314]")
         if self.steps < 1 or self.n_eval < 1 or self.v <= 0:

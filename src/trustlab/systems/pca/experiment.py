@@ -4,7 +4,7 @@ Settings: ``vae=tiny-a`` (attack crafted and evaluated on the surrogate VAE) and
 (the same protected images evaluated on a second VAE of another architecture and seed: transfer).
 On ``tiny-a`` every protected image is also *edited* by diffusers' ``StableDiffusionImg2ImgPipeline``
 built from our VAE and latent UNet (:mod:`trustlab.diffusion.edit`), at each strength in
-``edit_strengths`` and under each of ``n_prompts`` conditioning embeddings, with the clean image's edit
+``edit_strengths`` and under each prompt of ``edit_prompts`` (our tiny text encoder), with the clean image's edit
 paired by seed: ``edit_psnr_orig`` = PSNR(edit(x + delta), x) (PCA+'s objective) and ``edit_psnr_clean``
 = PSNR(edit(x + delta), edit(x)) (PCA-'s objective). Comparisons are per-image paired differences with
 95 % t-intervals ("tie" when the interval covers 0), in ``extra.paired`` and the notes. The key figure
@@ -22,7 +22,7 @@ from trustlab.diffusion.edit import edit, img2img_pipeline
 from trustlab.diffusion.image_io import image_grid, write_png
 from trustlab.diffusion.pgd import quantize_toward
 from trustlab.diffusion.profiling import Measure
-from trustlab.diffusion.unet import TinyUNetSpec, load_or_train_unet, make_scheduler, prompt_embedding
+from trustlab.diffusion.unet import make_scheduler
 from trustlab.diffusion.vae import TinyVAESpec, decode, load_or_train_vae, load_pretrained_vae, posterior
 from trustlab.metrics.image import psnr, ssim
 from trustlab.reporting import RunRecord
@@ -61,7 +61,6 @@ def build_models(cfg: Config, device: torch.device) -> dict[str, Any]:
         mean, _ = posterior(models["a"], images[:256])
     scaling = float(1.0 / mean.std().clamp_min(1e-6))
     models["scaling"] = scaling
-    uspec = TinyUNetSpec(block_out_channels=tuple(cfg.unet_channels), steps=cfg.unet_steps)
     if cfg.unet_path:
         from diffusers import UNet2DConditionModel
 
@@ -70,8 +69,15 @@ def build_models(cfg: Config, device: torch.device) -> dict[str, Any]:
     elif cfg.vae_path:
         models["unet"] = None
     else:
-        models["unet"] = load_or_train_unet(uspec, models["a"], spec_a.recipe(), images, scaling, device)
-        models["cond"] = prompt_embedding(uspec)
+        from trustlab.data.photos import TRAIN_PHOTOS
+        from trustlab.diffusion.text import TextUNetSpec, caption, embed, load_or_train_text_unet
+
+        captions = [caption(TRAIN_PHOTOS[i % len(TRAIN_PHOTOS)]) for i in range(images.shape[0])]
+        tspec = TextUNetSpec(block_out_channels=tuple(cfg.unet_channels), steps=cfg.unet_steps)
+        models["unet"], models["text"], models["unet_train_loss"] = load_or_train_text_unet(
+            tspec, models["a"], spec_a.recipe(), images, captions, scaling, device)
+        with torch.no_grad():
+            models["cond"] = embed(models["text"], ["a photo"])
     models["scheduler"] = make_scheduler()
     return models
 
@@ -180,12 +186,19 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     pipe = None
     if models.get("unet") is not None and cfg.edit_strengths:
         pipe = img2img_pipeline(models["a"], models["unet"], models["scaling"])
-        conds = [models["cond"]] + [prompt_embedding(TinyUNetSpec(seed=100 + i)) for i in range(cfg.n_prompts - 1)]
+        if "text" in models:
+            from trustlab.diffusion.text import embed
+
+            with torch.no_grad():
+                conds = [embed(models["text"], [p]) for p in cfg.edit_prompts]
+        else:  # a user UNet without its text encoder: the zero conditioning only
+            conds = [models["cond"]]
         rec.extra["unet"] = unet_denoising_loss(models, heldout_crops(64, cfg.image_size, 999).to(device))
-        rec.notes.append("edit: diffusers StableDiffusionImg2ImgPipeline with our VAE and UNet, strengths "
-                         f"{cfg.edit_strengths}, {cfg.n_prompts} prompt embeddings, {cfg.edit_steps} DDIM steps; UNet "
-                         f"held-out denoising loss {rec.extra['unet']['unet_heldout_denoising_loss']:.3f} "
-                         "(zero predictor: 1.0)")
+        rec.extra["unet"]["unet_final_train_loss"] = models.get("unet_train_loss")
+        rec.notes.append("edit: diffusers StableDiffusionImg2ImgPipeline with our VAE, UNet and text encoder, "
+                         f"strengths {cfg.edit_strengths}, prompts {cfg.edit_prompts}, {cfg.edit_steps} DDIM steps; "
+                         "UNet held-out denoising loss ('a photo') "
+                         f"{rec.extra['unet']['unet_heldout_denoising_loss']:.3f} (zero predictor: 1.0)")
     per_image: dict[str, dict[str, list[float]]] = {}
     for seed in cfg.seeds:
         x = heldout_crops(cfg.n_eval, cfg.image_size, seed).to(device)
