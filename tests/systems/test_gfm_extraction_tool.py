@@ -162,3 +162,10 @@ def test_embedded_demo_assets_load(tmp_path):
     assert g.x.shape == (90, 384) and g.edge_index.shape[1] > 0 and len(g.tg.class_names) == 3
     svc = victim()
     assert svc.embed(g.x, g.edge_index, torch.arange(4)).shape == (4, 384)
+
+
+def test_service_entry_point_rejects_a_bad_victim():
+    from trustlab.systems.gfm_extraction.service import main
+
+    with pytest.raises(UserError, match="MODULE:FACTORY|cannot import"):
+        main(["--victim", "no_such_module_xyz:f"])

@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
+from trustlab.errors import UserError
 from trustlab.reporting import RunRecord
 from trustlab.runner import RunContext
 from trustlab.systems.gfm_extraction.baselines import ATTACKS
 from trustlab.systems.gfm_extraction.config import Config
 from trustlab.systems.gfm_extraction.data import Graph, load_graphs, summaries
-from trustlab.errors import UserError
 from trustlab.systems.gfm_extraction.method import (
     GFM,
     Defense,
@@ -27,7 +27,7 @@ from trustlab.systems.gfm_extraction.method import (
     zero_shot_predict,
 )
 from trustlab.systems.gfm_extraction.scoring import paired_bootstrap, score_embeddings, seed_interval
-from trustlab.utils.io import load_tensors, save_module
+from trustlab.utils.io import load_tensors
 from trustlab.utils.logging import get_logger
 from trustlab.utils.seed import derive_seed, make_generator
 

@@ -25,7 +25,13 @@ import torch
 
 from trustlab.errors import UserError
 from trustlab.systems.gfm_extraction.baselines import ATTACKS
-from trustlab.systems.gfm_extraction.method import GFM, ENCODER_ARCHS, GraphEncoder, QueryBudgetExceeded, VictimService
+from trustlab.systems.gfm_extraction.method import (
+    ENCODER_ARCHS,
+    GFM,
+    GraphEncoder,
+    QueryBudgetExceeded,
+    VictimService,
+)
 from trustlab.systems.gfm_extraction.scoring import score_embeddings
 from trustlab.utils.io import atomic_write_json, load_tensors, save_tensors
 from trustlab.utils.logging import get_logger
