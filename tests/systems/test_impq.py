@@ -269,3 +269,16 @@ def test_units_ignore_backends_and_import_checks_the_config(tmp_path) -> None:  
         import_units(src, tmp_path / "dst2", other)
     with pytest.raises(UserError, match="not a run folder"):
         import_units(tmp_path / "nope", tmp_path / "dst3", four)
+
+
+def test_impq_matched_runs_spqe_with_each_evaluation_backend(tmp_path) -> None:  # noqa: ANN001
+    rec, _ = run_system("impq", "smoke", out=tmp_path / "run", overrides=[
+        "backends=[rtn,hqq]", "budgets=[3.0]", "methods=[impq,impq_matched,uniform]", "n_permutations=4",
+        "n_eval=4"])
+    got = {(r["setting"], r["method"]): r for r in rec.rows}
+    rtn, hqq = "model=tiny;backend=rtn;bits=3", "model=tiny;backend=hqq;bits=3"
+    # on the SPQE backend itself the matched SPQE is the same game and the same permutations: same plan
+    assert got[(rtn, "impq_matched")]["ppl"] == got[(rtn, "impq")]["ppl"]
+    assert (hqq, "impq_matched") in got and got[(hqq, "impq_matched")]["n_4bit"] == got[(hqq, "impq")]["n_4bit"]
+    lo, hi = got[(hqq, "impq_matched")]["ppl_lo"], got[(hqq, "impq_matched")]["ppl_hi"]
+    assert lo <= got[(hqq, "impq_matched")]["ppl"] <= hi

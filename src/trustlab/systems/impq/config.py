@@ -9,7 +9,8 @@ from trustlab.compression.backends import BACKENDS
 from trustlab.config import SystemConfig
 from trustlab.errors import UserError
 
-METHODS = ("impq", "impq_diag", "impq_sii", "sensitivity", "lim", "zd", "act_norm", "random", "uniform")
+METHODS = ("impq", "impq_diag", "impq_sii", "impq_matched", "sensitivity", "lim", "zd", "act_norm", "random",
+           "uniform")
 
 
 @dataclass
@@ -38,7 +39,9 @@ class Config(SystemConfig):
         spqe_backend: Backend used inside SPQE and the sensitivity baseline (paper: Quanto; here RTN,
             the same min-max group quantizer).
         budgets: Average bit widths (between 2 and 4).
-        methods: Allocators to compare.
+        methods: Allocators to compare. ``impq_matched`` (our change, opt-in) reruns SPQE with every
+            evaluation backend and scores each backend's IMPQ plans on that backend (``impq`` uses
+            ``spqe_backend`` for all of them).
         group_size: Columns per quantization group (64: HQQ's default, what Quanto's own rule gives
             for 64-wide inputs, and the SmolLM2 setting; the smoke model's 32-wide inputs use 32).
         n_permutations: SPQE permutations per seed (the cap when ``spqe_rel_se > 0``).
@@ -68,7 +71,7 @@ class Config(SystemConfig):
     backends: list[str] = field(default_factory=lambda: ["rtn", "gptq", "hqq", "quanto"])
     spqe_backend: str = "rtn"
     budgets: list[float] = field(default_factory=lambda: [4.0, 3.5, 3.0, 2.5, 2.0])
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: [m for m in METHODS if m != "impq_matched"])
     group_size: int = 64
     n_permutations: int = 64
     spqe_rel_se: float = 0.0

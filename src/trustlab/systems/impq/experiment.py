@@ -154,6 +154,8 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
         B = budget_for_avg_bits(n_params, x)
         for method in cfg.methods:
             for seed in cfg.seeds:
+                if method == "impq_matched":
+                    continue  # planned per evaluation backend below
                 if method == "uniform":
                     if abs(x - round(x)) > 1e-9:
                         continue  # uniform only where the budget is an integer bit width
@@ -222,6 +224,37 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
 
         results[b] = unit(f"eval/backend={b}/plans={plan_hash}" + hkey(b), eval_fn)
 
+    # ---- our change `impq_matched`: SPQE run with each evaluation backend, its plans scored on that backend ----
+    matched: dict[str, dict[str, Any]] = {}
+    if "impq_matched" in cfg.methods:
+        for b in cfg.backends:
+            def matched_fn(b: str = b) -> dict[str, Any]:
+                bk = WeightBank(model, get_backend(b, cfg.group_size), (2, 4), hess)
+                pc = PrefixCache(model, bk).install()
+                try:
+                    def vb(mask: np.ndarray) -> float:
+                        bk.set_bits(block_bits(mask))
+                        return mean_nll(model, calib, cfg.batch_size, cache=pc)
+
+                    val = MemoValue(vb)
+                    out: dict[str, Any] = {}
+                    for seed in cfg.seeds:
+                        res = spqe(val, n, cfg.n_permutations, np.random.default_rng(seed), desc=f"SPQE {b} seed {seed}",
+                                   rel_se=cfg.spqe_rel_se, min_perms=cfg.spqe_min_permutations)
+                        fit = IMPQ(cfg.n_permutations, cfg.alpha, "cov", cfg.solver).fit_from(res)
+                        for x in cfg.budgets:
+                            bits = block_bits(fit.allocate(costs, budget_for_avg_bits(n_params, x)))
+                            bk.set_bits(list(bits))
+                            out[f"{_fmt_bits(x)}|{seed}"] = {"bits": bits, "rows": row_nlls(model, evalt, cfg.batch_size),
+                                                             "phi": fit.phi_.tolist()}
+                    out["n_evals"] = val.n_evals
+                    return out
+                finally:
+                    pc.remove()
+                    bk.restore()
+
+            matched[b] = unit(f"matched/backend={b}" + hkey(b), matched_fn)
+
     for b in cfg.backends:
         for x in cfg.budgets:
             setting = f"model={mname};backend={b};bits={_fmt_bits(x)}"
@@ -242,6 +275,18 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                     rec.add_row(setting, method, seed, ppl=_ppl(nll), nll=nll, avg_bits=avg_bits(n_params, bits),
                                 bits_with_overhead=memory_bits(n_params, bits, cfg.group_size) / sum(n_params),
                                 n_4bit=sum(1 for t in bits if t == 4), **extra)
+
+    for b, u in matched.items():
+        for x in cfg.budgets:
+            for seed in cfg.seeds:
+                got = u[f"{_fmt_bits(x)}|{seed}"]
+                bits, rows = got["bits"], got["rows"]
+                nll = float(np.mean(rows))
+                lo, hi = bootstrap_ppl(rows, seed=0)
+                rec.add_row(f"model={mname};backend={b};bits={_fmt_bits(x)}", "impq_matched", seed, ppl=_ppl(nll),
+                            nll=nll, avg_bits=avg_bits(n_params, bits),
+                            bits_with_overhead=memory_bits(n_params, bits, cfg.group_size) / sum(n_params),
+                            n_4bit=sum(1 for t in bits if t == 4), ppl_lo=lo, ppl_hi=hi)
 
     # ---- SPQE diagnostics -------------------------------------------------------------------------------
     for seed in cfg.seeds:
