@@ -58,8 +58,10 @@ class Config(SystemConfig):
         ot_tol: Sinkhorn stopping threshold (1e-6 = POT's ``stopThr``; 0 = exactly ``ot_iters``).
         cox_alpha: Ridge penalty of CoxPH (chosen on the development cohorts, eighth pass; was 10).
         rsf_trees: Trees of the random survival forest.
-        rsf_min_leaf: Minimum patients per leaf of the random survival forest.
-        rsf_max_features: Features per split of the random survival forest (sklearn semantics).
+        rsf_min_leaf: Minimum patients per leaf of the random survival forest (chosen on the
+            development cohorts, eighth pass; was 10).
+        rsf_max_features: Features per split of the random survival forest (sklearn semantics;
+            chosen on the development cohorts, eighth pass; was "sqrt").
         lite: Also run ``icfnet_lite``, the earlier CPU cut of the architecture (no per-stream
             transformers, one unification layer, 5 Sinkhorn iterations), as a named row.
         risk_groups: Risk groups of the Kaplan-Meier plot (tertiles by default).
@@ -99,8 +101,8 @@ class Config(SystemConfig):
     ot_tol: float = 1e-6
     cox_alpha: float = 316.227766
     rsf_trees: int = 50
-    rsf_min_leaf: int = 10
-    rsf_max_features: float | str = "sqrt"
+    rsf_min_leaf: int = 5
+    rsf_max_features: float | str = 0.5
     lite: bool = True
     risk_groups: int = 3
     ablate_fusion: bool = False
