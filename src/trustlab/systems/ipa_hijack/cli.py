@@ -150,7 +150,9 @@ def hijack(
                  "generation_cos_target_adv": float(cosine(f_adv, e_gen_t)[0]),
                  "generation_cos_adv_clean": float(cosine(f_adv, f_clean)[0]),
                  "seconds": time.perf_counter() - t0}
-        entry["hijacked"] = entry["generation_cos_target_adv"] > entry["generation_cos_adv_clean"]
+        # hijacked: the generation is closer to the target's generation than to the clean upload's (margin 1e-3,
+        # so numerically identical generations, e.g. of a random pipeline, never count)
+        entry["hijacked"] = entry["generation_cos_target_adv"] > entry["generation_cos_adv_clean"] + 1e-3
         entries.append(entry)
         typer.echo(f"{src} -> {dst}  cos(upload, target) {entry['upload_cos_target_clean']:.3f} -> "
                    f"{entry['upload_cos_target_adv']:.3f}  generation cos to target "
