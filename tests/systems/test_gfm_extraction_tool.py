@@ -169,3 +169,15 @@ def test_service_entry_point_rejects_a_bad_victim():
 
     with pytest.raises(UserError, match="MODULE:FACTORY|cannot import"):
         main(["--victim", "no_such_module_xyz:f"])
+
+
+def test_http_client_sending_only_the_two_hop_neighbourhood_is_exact_for_sage():
+    model = _victim()
+    g = torch.Generator().manual_seed(3)
+    x = torch.nn.functional.normalize(torch.randn(40, 16, generator=g), dim=-1)
+    src = torch.arange(40)
+    ei = torch.stack([torch.cat([src, (src + 1) % 40]), torch.cat([(src + 1) % 40, src])])
+    full = model.embed_graph(x, ei).detach()
+    with VictimServer(VictimService(model)) as srv:
+        got = HTTPVictim(srv.url, hops=2).embed(x, ei, torch.tensor([3, 17, 30]))
+    assert torch.allclose(got, full[[3, 17, 30]], atol=1e-5)

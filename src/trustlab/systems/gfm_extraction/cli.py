@@ -40,6 +40,7 @@ def extract(
     lr: Annotated[float, typer.Option("--lr", help="Surrogate learning rate.")] = 5e-3,
     residual: Annotated[bool, typer.Option("--residual/--plain", help="Residual surrogate (starts at the text prior).")] = False,
     batch: Annotated[int, typer.Option("--batch", help="Nodes per victim request.")] = 50,
+    hops: Annotated[int | None, typer.Option("--hops", help="HTTP: send only the K-hop neighbourhood of each batch.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of node sampling and surrogate init.")] = 0,
     text_model: Annotated[str | None, typer.Option("--text-model", help="Local sentence-encoder folder.")] = None,
 ) -> None:
@@ -61,7 +62,7 @@ def extract(
     if victim_url is not None:
         from trustlab.systems.gfm_extraction.service import HTTPVictim
 
-        v = HTTPVictim(victim_url)
+        v = HTTPVictim(victim_url, hops=hops)
     else:
         v = load_factory(victim)
     ensure_writable(out)

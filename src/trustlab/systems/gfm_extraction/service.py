@@ -140,12 +140,17 @@ class HTTPVictim:
     Args:
         url: Base URL, e.g. ``http://127.0.0.1:8000``.
         timeout: Seconds per request.
+        hops: Send only the ``hops``-hop neighbourhood of the requested nodes (relabelled) instead of the
+            whole graph; exact for mean-aggregation encoders (GraphSAGE, GAT) with at most ``hops``
+            layers (degree-normalised GCN needs one hop more). ``None``: the whole graph every time.
     """
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = 60.0, hops: int | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise UserError(f"--victim-url {url!r} is not an http(s) URL", "write e.g. http://127.0.0.1:8000")
-        self.url, self.timeout = url.rstrip("/"), timeout
+        if hops is not None and hops < 1:
+            raise UserError(f"--hops {hops} must be >= 1", "use e.g. --hops 2, or leave it out to send the whole graph")
+        self.url, self.timeout, self.hops = url.rstrip("/"), timeout, hops
         self.queries = 0
 
     def _post(self, path: str, obj: dict[str, Any]) -> list[list[float]]:
@@ -168,6 +173,12 @@ class HTTPVictim:
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
         """Victim embeddings of ``nodes`` on the graph (``x``, ``edge_index``)."""
+        if self.hops is not None:
+            from torch_geometric.utils import k_hop_subgraph
+
+            subset, edge_index, nodes, _ = k_hop_subgraph(nodes, self.hops, edge_index, relabel_nodes=True,
+                                                          num_nodes=x.shape[0])
+            x = x[subset]
         out = torch.tensor(self._post("/v1/embed", {"x": x.tolist(), "edge_index": edge_index.tolist(),
                                                     "nodes": nodes.tolist()}), dtype=torch.float32)
         self.queries += int(nodes.numel())
