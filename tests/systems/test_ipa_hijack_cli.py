@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from trustlab.diffusion.ip_adapter import ProcessorParams, image_embeds, plus_features, processor_preprocess, tiny_clip_vision
+from trustlab.diffusion.ip_adapter import (
+    ProcessorParams,
+    image_embeds,
+    plus_features,
+    processor_preprocess,
+    tiny_clip_vision,
+)
 from trustlab.systems.ipa_hijack.method import HijackAttack, hijack_loss, straight_through
 
 

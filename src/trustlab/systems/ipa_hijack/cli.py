@@ -96,8 +96,14 @@ def hijack(
     from trustlab.diffusion.pgd import quantize_toward
     from trustlab.runner import ensure_writable
     from trustlab.systems.ipa_hijack.method import HijackAttack
-    from trustlab.systems.ipa_hijack.pipeline import (cosine, feature_fn, feature_kind, generate, load_pipeline,
-                                                      processor_features)
+    from trustlab.systems.ipa_hijack.pipeline import (
+        cosine,
+        feature_fn,
+        feature_kind,
+        generate,
+        load_pipeline,
+        processor_features,
+    )
     from trustlab.systems.pca.cli import collect_inputs, parse_budget
     from trustlab.utils.device import resolve_device
     from trustlab.utils.io import atomic_write_json

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 
 from trustlab.diffusion.edit import edit, img2img_pipeline
-from trustlab.diffusion.image_io import image_grid, write_png
 from trustlab.diffusion.pgd import quantize_toward
 from trustlab.diffusion.profiling import Measure
 from trustlab.diffusion.unet import make_scheduler
@@ -242,10 +241,13 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 grid_rows.append(list(adv))
                 grid_rows.append(list(rc))
     if grid_rows:
-        path = ctx.out / "plots" / "grid.png"
-        big = [[torch.nn.functional.interpolate(im[None], scale_factor=4, mode="nearest")[0] for im in row]
-               for row in grid_rows]
-        write_png(path, image_grid(big))
+        from trustlab.diffusion.plots import image_grid_figure
+
+        labels = ["original"] + [f"{m}: {kind}" for m in methods
+                                 for kind in ("protected", "edit" if pipe is not None else "recon")]
+        image_grid_figure(ctx.out / "plots" / "grid.png", list(zip(labels, grid_rows, strict=False)),
+                          [f"image {i + 1}" for i in range(len(grid_rows[0]))],
+                          f"PCA and baselines at eps={cfg.eps * 255:.0f}/255 (seed {cfg.seeds[0]})")
         rec.plots.append("plots/grid.png")
         rec.notes.append("plots/grid.png rows: original; then per method in order " + ", ".join(methods)
                          + ": protected image, " + ("its edit (first prompt, first strength)" if pipe is not None
