@@ -389,7 +389,8 @@ def relabel(hist: History, mapping: dict[Any, int]) -> History:
 
 def run_on_flower(strategy: Strategy, clients: Sequence[Client], init: NDArrays, rounds: int, fraction_fit: float,
                   evaluate_fn: Callable[[int, NDArrays], dict[str, Any]], seed: int,
-                  inline: bool = False) -> tuple[History, dict[int, int]]:
+                  inline: bool = False,
+                  client_fn: Callable[[int, Context], Client] | None = None) -> tuple[History, dict[int, int]]:
     """Train with Flower's ServerApp/ClientApp; return the History in partition ids and ``{node id: partition}``.
 
     Args:
@@ -402,11 +403,16 @@ def run_on_flower(strategy: Strategy, clients: Sequence[Client], init: NDArrays,
         seed: Sampling seed.
         inline: Deliver messages in this process (:class:`~trustlab.federated.flower.InlineGrid`)
             instead of the Simulation Engine.
+        client_fn: ``(partition_id, context) -> client``, replacing the lookup in ``clients``. The
+            Simulation Engine pickles the ClientApp (with everything its closure holds) for *every*
+            message, so for large populations pass a small picklable factory that rebuilds or caches
+            the client inside the worker instead of a closure over all clients' data.
     """
-    by_pid = {int(c.cid): c for c in clients}
+    if client_fn is None:
+        by_pid = {int(c.cid): c for c in clients}
 
-    def client_fn(pid: int, context: Any) -> Client:
-        return by_pid[pid]
+        def client_fn(pid: int, context: Any) -> Client:
+            return by_pid[pid]
 
     client_app = make_client_app(client_fn)
     strat = MessageStrategy(strategy, fraction_train=fraction_fit, min_available_nodes=len(clients), seed=seed)

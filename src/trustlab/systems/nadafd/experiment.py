@@ -7,10 +7,11 @@ resumable unit; claims are computed from the summary.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
@@ -98,12 +99,7 @@ def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed
     model_fn = partial(_model_fn, cfg, data.num_classes)
     torch.manual_seed(derive_seed(seed, "init"))
     init = get_parameters(model_fn())
-    naat = {"eps": cfg.naat_eps, "steps": cfg.naat_steps, "beta": cfg.naat_beta, "fraction": cfg.naat_fraction,
-            "looks": list(cfg.naat_looks), "offset": cfg.naat_offset}
-    clients = make_clients(data.train.x, data.train.y, data.parts, data.malicious, trigger, attack == "dba", model_fn,
-                           seed, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
-                           target=cfg.target_class, poison_fraction=cfg.poison_fraction, scale_gamma=cfg.scale_gamma,
-                           naat=naat, lr_decay=cfg.lr_decay)
+    clients = _build_clients(cfg, data, setting, seed)
     strategy = make_strategy(method, cfg, data, seed)
     evaluate = make_evaluator(cfg, data, trigger, model_fn)
     desc = f"{setting}/{method}/seed={seed}"
@@ -114,9 +110,36 @@ def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed
     else:
         from trustlab.federated.flower import run_on_flower
 
+        factory = None if engine == "flower-inline" else partial(
+            worker_client, json.dumps(asdict(cfg), sort_keys=True), setting, seed)
         hist, mapping = run_on_flower(strategy, clients, init, cfg.rounds, cfg.fraction_fit, evaluate, seed,
-                                      inline=engine == "flower-inline")
+                                      inline=engine == "flower-inline", client_fn=factory)
     return Trained(hist, strategy, model_fn, engine, time.perf_counter() - t0, mapping)
+
+
+def _build_clients(cfg: Config, data: FedData, setting: str, seed: int) -> list[Any]:
+    attack = None if setting == "no_attack" else setting
+    trigger = make_trigger_for(attack, cfg) if attack else None
+    model_fn = partial(_model_fn, cfg, data.num_classes)
+    naat = {"eps": cfg.naat_eps, "steps": cfg.naat_steps, "beta": cfg.naat_beta, "fraction": cfg.naat_fraction,
+            "looks": list(cfg.naat_looks), "offset": cfg.naat_offset}
+    return make_clients(data.train.x, data.train.y, data.parts, data.malicious, trigger, attack == "dba", model_fn,
+                        seed, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+                        target=cfg.target_class, poison_fraction=cfg.poison_fraction, scale_gamma=cfg.scale_gamma,
+                        naat=naat, lr_decay=cfg.lr_decay)
+
+
+@lru_cache(maxsize=2)
+def _worker_clients(cfg_json: str, setting: str, seed: int) -> list[Any]:
+    cfg = Config(**json.loads(cfg_json))
+    return _build_clients(cfg, build_data(cfg, seed), setting, seed)
+
+
+def worker_client(cfg_json: str, setting: str, seed: int, pid: int, context: Any) -> Any:
+    """The client of partition ``pid``, rebuilt (once per worker process) from the config: what the
+    Simulation Engine's ClientApp calls, so that a message carries a few hundred bytes of config
+    instead of every client's data."""
+    return _worker_clients(cfg_json, setting, seed)[pid]
 
 
 def make_evaluator(cfg: Config, data: FedData, trigger: Trigger | None,
