@@ -116,6 +116,31 @@ class RunContext:
         return result
 
 
+#: Intra-op threads every run uses (``TRUSTLAB_THREADS`` overrides): CPU results depend on the thread
+#: count (the order of floating-point reductions), so runs pin it to the reference machine's (2 cores)
+#: whatever the machine, and results.json records it (``env.torch_threads``).
+REFERENCE_THREADS = 2
+
+
+def pin_threads() -> int:
+    """Set torch's intra-op thread count to ``TRUSTLAB_THREADS`` (default :data:`REFERENCE_THREADS`)."""
+    import os
+
+    import torch
+
+    raw = os.environ.get("TRUSTLAB_THREADS", str(REFERENCE_THREADS))
+    try:
+        n = int(raw)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"TRUSTLAB_THREADS={raw!r} is not a positive integer", "unset it or set e.g. TRUSTLAB_THREADS=2") \
+            from None
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def default_out(system: str, scale: str, cfg: Any) -> Path:
     """``runs/<system>/<scale>-<confighash>``: same config -> same folder -> automatic resume."""
     return Path("runs") / system / f"{scale}-{config_hash(cfg)}"
@@ -169,6 +194,7 @@ def run_system(
     else:
         atomic_write_json(meta_path, {"system": canonical, "scale": scale, "config_hash": chash,
                                       "config": to_dict(cfg)})
+    pin_threads()
     ctx = RunContext(out=out_dir, system=canonical, scale=scale, device=resolve_device(cfg.device), config_hash=chash)
     t0 = time.time()
     log.info("running %s (%s scale, seeds %s) -> %s", canonical, scale, cfg.seeds, out_dir)

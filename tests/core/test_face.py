@@ -156,3 +156,21 @@ def test_reproduce_check_compares_with_the_committed_results(toy, tmp_path, monk
     new["rows"][0]["acc"] += 1e-3
     cmp = compare_results(new, ref)
     assert len(cmp["beyond_tol"]) == 1 and cmp["max_abs_diff"] == pytest.approx(1e-3)
+
+
+def test_runs_pin_the_thread_count(monkeypatch):
+    import torch
+
+    from trustlab.runner import REFERENCE_THREADS, pin_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("TRUSTLAB_THREADS", raising=False)
+        assert pin_threads() == REFERENCE_THREADS == torch.get_num_threads()
+        monkeypatch.setenv("TRUSTLAB_THREADS", "1")
+        assert pin_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("TRUSTLAB_THREADS", "zero")
+        with pytest.raises(UserError, match="TRUSTLAB_THREADS"):
+            pin_threads()
+    finally:
+        torch.set_num_threads(before)
