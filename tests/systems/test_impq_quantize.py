@@ -246,3 +246,17 @@ def test_gptq_export_is_sequential(tmp_path, monkeypatch) -> None:  # noqa: ANN0
 
 def test_quantize_help() -> None:
     assert main(["quantize", "--help"]) == 0
+
+
+def test_backend_check_weight_errors_on_a_small_model() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from trustlab.systems.impq.backend_check import weight_errors
+
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=4))
+    e = weight_errors(m, blocks=(0, 1), group_sizes=(32,), bits=(2, 4))
+    assert set(e) == {"gs=32;bits=2", "gs=32;bits=4"}
+    for b in ("rtn", "hqq"):
+        assert 0 < e["gs=32;bits=4"][b] < e["gs=32;bits=2"][b] < 1
