@@ -55,6 +55,29 @@ def sd_size_vae() -> Any:
                          layers_per_block=2, latent_channels=4, norm_num_groups=32).eval().requires_grad_(False)
 
 
+def side_by_side(vae: Any, x: torch.Tensor) -> dict[str, dict[str, float]]:
+    """One attack step per method on one image: CPU seconds and peak activation memory, same process."""
+    from trustlab.diffusion.unet import TinyUNetSpec, build_unet, make_scheduler, prompt_embedding
+    from trustlab.systems.pca.baselines import AdvDMAttack, PhotoGuardEncoderAttack
+    from trustlab.systems.pca.method import PosteriorCollapseAttack
+
+    spec = TinyUNetSpec()
+    unet = build_unet(spec, 4, x.shape[-1] // 8).eval().requires_grad_(False)  # random weights: cost only
+    attacks = {"pca": PosteriorCollapseAttack(8 / 255, 1 / 255, 1),
+               "photoguard": PhotoGuardEncoderAttack(8 / 255, 1 / 255, 1),
+               "advdm": AdvDMAttack(unet, make_scheduler(), prompt_embedding(spec), 0.18215, 8 / 255, 1 / 255, 1)}
+    out: dict[str, dict[str, float]] = {}
+    for name, attack in attacks.items():
+        attack(vae, x, torch.Generator().manual_seed(0))  # warm-up
+        c0 = time.process_time()
+        attack(vae, x, torch.Generator().manual_seed(0))
+        cpu = time.process_time() - c0
+        with Measure("cpu") as m:
+            attack(vae, x, torch.Generator().manual_seed(0))
+        out[name] = {"cpu_s_per_step": cpu, "peak_mb": m.peak_mb, "image": list(x.shape[-2:])}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurements and write them as JSON."""
     from trustlab.diffusion.default_vae import default_vae_info, load_default_vae
@@ -85,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     res["tiling_default_vae"] = {"image": [768, 1024], "tile": 256, "margin": 32, "tiled_peak_mb": m_tiled.peak_mb,
                                  "one_context_tile_peak_mb": m_one.peak_mb,
                                  "image_buffers_mb": 3 * big.numel() * 4 / 2**20}
+    res["side_by_side_default_vae"] = side_by_side(vae, _photo(256, 256))
     sd = sd_size_vae()
     s = args.sd_tile
     x = _photo(s, s)
