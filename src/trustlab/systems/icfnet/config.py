@@ -49,11 +49,15 @@ class Config(SystemConfig):
         batch_size: Patients per step.
         lr: Adam learning rate of ICFNet and the models built from its encoders (ablations, late
             fusion, single-modality models).
-        deepsurv_lr: Adam learning rate of DeepSurv (None = ``lr``).
-        early_fusion_lr: Adam learning rate of the early-fusion MLP (None = ``lr``).
+        deepsurv_lr: Adam learning rate of DeepSurv (None = ``lr``; chosen with
+            ``deepsurv_weight_decay`` on the development cohorts, eighth pass; was 1e-3).
+        early_fusion_lr: Adam learning rate of the early-fusion MLP (None = ``lr``; 3e-3, chosen with
+            ``early_fusion_weight_decay`` on the development cohorts, eighth pass).
         weight_decay: Adam weight decay.
-        deepsurv_weight_decay: Adam weight decay of DeepSurv (None = ``weight_decay``).
-        early_fusion_weight_decay: Adam weight decay of the early-fusion MLP (None = ``weight_decay``).
+        deepsurv_weight_decay: Adam weight decay of DeepSurv (None = ``weight_decay``; eighth pass:
+            0.1, was the shared 1e-3).
+        early_fusion_weight_decay: Adam weight decay of the early-fusion MLP (None = ``weight_decay``;
+            eighth pass: 0.1, was the shared 1e-3).
         ot_iters: Maximum Sinkhorn iterations (1000 = POT's ``numItermax``, the official call).
         ot_tol: Sinkhorn stopping threshold (1e-6 = POT's ``stopThr``; 0 = exactly ``ot_iters``).
         cox_alpha: Ridge penalty of CoxPH (chosen on the development cohorts, eighth pass; was 10).
@@ -92,11 +96,11 @@ class Config(SystemConfig):
     head_init: bool = False
     batch_size: int = 32
     lr: float = 5e-3
-    deepsurv_lr: float | None = 1e-3
+    deepsurv_lr: float | None = 1e-2
     early_fusion_lr: float | None = 3e-3
     weight_decay: float = 1e-3
-    deepsurv_weight_decay: float | None = None
-    early_fusion_weight_decay: float | None = None
+    deepsurv_weight_decay: float | None = 0.1
+    early_fusion_weight_decay: float | None = 0.1
     ot_iters: int = 1000
     ot_tol: float = 1e-6
     cox_alpha: float = 316.227766
