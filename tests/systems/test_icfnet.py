@@ -347,4 +347,6 @@ def test_default_model_is_the_official_architecture_and_lite_is_a_named_row() ->
     rsf = make_model("rsf", Config(rsf_min_leaf=3, rsf_max_features=0.2), 0, "cpu")
     assert (rsf.min_samples_leaf, rsf.max_features) == (3, 0.2)
     ds = make_model("deepsurv", Config(deepsurv_weight_decay=0.0), 0, "cpu")
-    assert ds.weight_decay == 0.0 and make_model("deepsurv", Config(), 0, "cpu").weight_decay == Config().weight_decay
+    shared = make_model("deepsurv", Config(deepsurv_weight_decay=None), 0, "cpu")
+    assert ds.weight_decay == 0.0 and shared.weight_decay == Config().weight_decay
+    assert make_model("early_fusion", Config(), 0, "cpu").weight_decay == Config().early_fusion_weight_decay
