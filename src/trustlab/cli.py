@@ -198,6 +198,8 @@ def reproduce(
     done, failed = [], []
     for name in names:
         typer.echo(f"== {name} ({scale}) ==", err=True)
+        if check:
+            _threads_of_committed(name)
         try:
             record, out_dir = run_system(name, scale, None, [], seed_list, out / name, device)
         except UserError:
@@ -316,6 +318,19 @@ def demo(
     if failed:
         typer.echo("failed:\n  " + "\n  ".join(failed), err=True)
         raise typer.Exit(1)
+
+
+def _threads_of_committed(name: str) -> None:
+    """Pin this process's runs to the thread count the committed results were computed with."""
+    import os
+
+    ref_path = Path("results") / name / "results.json"
+    if ref_path.is_file():
+        from trustlab.utils.io import read_json
+
+        threads = read_json(ref_path).get("env", {}).get("torch_threads")
+        if isinstance(threads, int) and threads > 0:
+            os.environ["TRUSTLAB_THREADS"] = str(threads)
 
 
 def _check_against_committed(name: str, res: dict, tol: float) -> list[str]:
