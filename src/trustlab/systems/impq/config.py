@@ -15,7 +15,19 @@ METHODS = ("impq", "impq_diag", "impq_sii", "impq_matched", "sensitivity", "lim"
 
 @dataclass
 class TinyModelConfig:
-    """Recipe of the embedded tiny Llama (see :class:`trustlab.models.tiny_llama.TinyLlamaRecipe`)."""
+    """Recipe of the embedded tiny Llama (see :class:`trustlab.models.tiny_llama.TinyLlamaRecipe`).
+
+    Attributes:
+        n_layers: Decoder blocks.
+        hidden: Hidden width.
+        heads: Attention heads.
+        intermediate: MLP width.
+        seq_len: Training sequence length (tokens).
+        batch: Training batch size (sequences).
+        steps: Training steps.
+        lr: Peak AdamW learning rate (warm-up, cosine decay).
+        seed: Seed of the weights and the data order.
+    """
 
     n_layers: int = 8
     hidden: int = 64
