@@ -48,7 +48,7 @@ class _LiveBytes(TorchDispatchMode):
 
 
 class Measure:
-    """``with Measure(device) as m: ...`` then ``m.seconds`` and ``m.peak_mb``.
+    """``with Measure(device) as m: ...`` then ``m.seconds`` (wall), ``m.cpu_seconds`` (process CPU) and ``m.peak_mb``.
 
     Args:
         device: Where the block runs.
@@ -60,6 +60,7 @@ class Measure:
         self.device = torch.device(device)
         self.track_memory = track_memory
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.peak_mb = 0.0
         self._mode: _LiveBytes | None = None
         self._base = 0
@@ -73,6 +74,7 @@ class Measure:
             self._mode = _LiveBytes()
             self._mode.__enter__()
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -80,9 +82,11 @@ class Measure:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.seconds = time.perf_counter() - self._t0
+            self.cpu_seconds = time.process_time() - self._c0
             self.peak_mb = max(torch.cuda.max_memory_allocated(self.device) - self._base, 0) / 2**20
             return
         self.seconds = time.perf_counter() - self._t0
+        self.cpu_seconds = time.process_time() - self._c0
         if self._mode is not None:
             self._mode.__exit__(exc_type, exc, tb)
             self.peak_mb = self._mode.peak / 2**20

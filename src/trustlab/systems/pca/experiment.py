@@ -207,12 +207,12 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
             def unit(method: str = method, x: torch.Tensor = x, seed: int = seed) -> dict[str, Any]:
                 gen = torch.Generator().manual_seed(seed)
                 if method == "none":
-                    x_adv, secs, mem = x.clone(), 0.0, 0.0
+                    x_adv, secs, cpu, mem = x.clone(), 0.0, 0.0, 0.0
                 else:
                     attack = make_attack(method, cfg, models)
                     with Measure(device, track_memory=False) as meas:
                         x_adv = attack(models["a"], x, gen)
-                    secs = meas.seconds / x.shape[0]
+                    secs, cpu = meas.seconds / x.shape[0], meas.cpu_seconds / x.shape[0]
                     # peak memory of one image through one attack step (tracked separately: tracking slows ops)
                     with Measure(device) as mem_meas:
                         make_attack(method, cfg, models, steps=1)(models["a"], x[:1], torch.Generator().manual_seed(0))
@@ -224,7 +224,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
                 if pipe is not None:
                     me, shown = evaluate_edit(pipe, x, x_adv, conds, cfg, seed)
                     ma.update(me)
-                return {"a": {**ma, "time_per_image_s": secs, "peak_mem_mb": mem}, "b": mb,
+                return {"a": {**ma, "time_per_image_s": secs, "cpu_per_image_s": cpu, "peak_mem_mb": mem}, "b": mb,
                         "images": [x_adv[:4].cpu().tolist(), shown[:4].cpu().tolist()] if seed == cfg.seeds[0]
                         else None}
 
@@ -329,9 +329,12 @@ def _claims(rec: RunRecord, cfg: Config, a_name: str, methods: list[str]) -> Non
                       verdict_pca_vs_advdm=verdict("edit_psnr_clean:pca-advdm"),
                       verdict_pca_plus_vs_photoguard=verdict("edit_psnr_orig:pca_plus-photoguard"))
     if "advdm" in methods:
-        ratio = m("advdm", "time_per_image_s") / max(m("pca", "time_per_image_s"), 1e-12)
-        rec.add_claim("C2", "PCA runs faster per image than the diffusion-loss attack (AdvDM), same run",
-                      ratio > 1, advdm_over_pca_time=ratio, pca_time_per_image_s=m("pca", "time_per_image_s"),
+        ratio = m("advdm", "cpu_per_image_s") / max(m("pca", "cpu_per_image_s"), 1e-12)
+        rec.add_claim("C2", "PCA needs less CPU time per image than the diffusion-loss attack (AdvDM), same run "
+                            "(process CPU time: wall time on a shared machine depends on its load)",
+                      ratio > 1, advdm_over_pca_cpu=ratio, pca_cpu_per_image_s=m("pca", "cpu_per_image_s"),
+                      advdm_cpu_per_image_s=m("advdm", "cpu_per_image_s"),
+                      pca_time_per_image_s=m("pca", "time_per_image_s"),
                       advdm_time_per_image_s=m("advdm", "time_per_image_s"),
                       pca_peak_mem_mb=m("pca", "peak_mem_mb"), advdm_peak_mem_mb=m("advdm", "peak_mem_mb"))
     pb, rb, pgb = m("pca", "recon_psnr", sb), m("random", "recon_psnr", sb), m("photoguard", "recon_psnr", sb)
