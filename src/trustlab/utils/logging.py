@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 _CONFIGURED = False
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is *now*, not the stream it was created with
+    (a handler bound at creation keeps writing to a replaced and closed stream, e.g. after a test's capture)."""
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # noqa: ANN001
+        pass
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -22,7 +36,7 @@ def setup_logging(level: str | int | None = None) -> None:
     root = logging.getLogger("trustlab")
     root.setLevel(level)
     if not _CONFIGURED:
-        h = logging.StreamHandler()
+        h = _CurrentStderrHandler()
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
         root.addHandler(h)
         root.propagate = False
