@@ -31,8 +31,28 @@ def test_spec_and_config(name):
     assert isinstance(spec, SystemSpec) and spec.name == name
     cls = spec.config_cls()
     assert issubclass(cls, SystemConfig)
-    for scale in ("smoke", "default", "paper"):
+    for scale in ("smoke", "quick", "default", "paper"):
         cls.for_scale(scale).validate()
     assert callable(spec.run_fn())
     readme = (SYSTEMS_DIR / SYSTEMS._targets[name].split(":")[0].rsplit(".", 1)[1] / "README.md").read_text()
     assert "<!-- results:start -->" in readme and "<!-- results:end -->" in readme
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_system_readme_is_user_documentation_of_at_most_about_250_lines(folder):
+    readme = (SYSTEMS_DIR / folder / "README.md").read_text()
+    n = len(readme.splitlines())
+    assert n <= 260, f"systems/{folder}/README.md has {n} lines: move development history to docs/dev/"
+    dev = Path(__file__).resolve().parents[1] / "docs" / "dev"
+    assert any(dev.glob(f"{folder.replace('_', '-')}*.md")) or any(dev.glob(f"{folder}*.md")), \
+        f"docs/dev/ has no development notes for {folder}"
+
+
+@pytest.mark.parametrize("module", ["tiny_clip", "tiny_llama"])
+def test_models_take_tensors_not_data_sets(module):
+    import ast
+
+    src = (SYSTEMS_DIR.parent / "models" / f"{module}.py").read_text()
+    imported = [n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom) and n.module] + \
+               [a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("trustlab.data") or m.startswith("trustlab.systems")], imported

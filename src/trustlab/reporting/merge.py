@@ -136,6 +136,18 @@ def replace_block(text: str, block: str) -> str:
     return text.rstrip() + "\n\n" + new + "\n"
 
 
+def is_stale(res: dict[str, Any], spec: Any) -> bool:
+    """Whether a results file was computed with another config than the system's current default scale."""
+    from trustlab.config import to_dict
+
+    if res.get("scale") != "default":
+        return False
+    current = to_dict(spec.config_cls().for_scale("default"))
+    ignore = {"seeds", "device"}
+    return {k: v for k, v in current.items() if k not in ignore} != \
+        {k: v for k, v in res.get("config", {}).items() if k not in ignore}
+
+
 #: Rows of a system README's generated summary table; the full table stays in the results file.
 README_MAX_ROWS = 30
 
@@ -182,6 +194,9 @@ def update_readmes(results_dir: str | Path = "results", readme: str | Path = "RE
             held = sum(c["holds"] for c in res.get("claims", []))
             cell = headline_cell(res, spec.headline)
             status = f"{spec.status}; claims {held}/{len(res.get('claims', []))} hold"
+            if is_stale(res, spec):
+                status += (f"; **stale: computed with an earlier default config** (rerun: `trustlab reproduce {name} "
+                           f"--publish`)")
             sys_readme = Path(systems_dir) / target / "README.md"
             if sys_readme.is_file():
                 block = readme_block(name, res, spec)
