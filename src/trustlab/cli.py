@@ -290,13 +290,14 @@ def demo(
             failed.append(f"{name}: quick run failed: {type(exc).__name__}: {exc}")
             con.print(f"[red]FAIL[/] {name}: {type(exc).__name__}: {exc}")
             continue
-        done.append(run_dir)
+        done.append(run_dir / "results.json")
         line = summary_line(record.to_dict())
         con.print(f"[bold]{name}[/] ({time.time() - t0:.0f} s): {line['headline']} — {line['verdict']}")
         sys.stdout.flush()
         lines = extra.setdefault(name, [f"quick run: {time.time() - t0:.1f} s"])
         for i, cmd in enumerate(SYSTEMS.get(name).demo):
             verb_out = out / name / f"verb-{i}"
+            shutil.rmtree(verb_out, ignore_errors=True)  # the demo owns its folders: a rerun starts the verb afresh
             argv = shlex.split(cmd.replace("{out}", str(verb_out)))
             t1 = time.time()
             try:

@@ -174,3 +174,14 @@ def test_runs_pin_the_thread_count(monkeypatch):
             pin_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_reports_skip_a_tool_verbs_own_results_json_below_a_run(toy, tmp_path):
+    from trustlab.reporting.merge import find_results, merge_report
+
+    out = tmp_path / "run"
+    assert main(["run", "toy", "--scale", "quick", "--out", str(out), "--no-progress"]) == 0
+    (out / "verb-0").mkdir()
+    (out / "verb-0" / "results.json").write_text('{"model": "x"}')  # a verb's report, not a run record
+    assert find_results([tmp_path]) == [out / "results.json"]
+    assert merge_report([tmp_path], tmp_path / "rep").is_file()

@@ -20,13 +20,21 @@ def find_results(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_file() and p.name == "results.json":
             found.append(p)
-        elif p.is_dir():
-            found.extend(sorted(p.rglob("results.json")))
+        elif p.is_dir():  # every trustlab results file below (a tool verb's own results.json is skipped)
+            found.extend(f for f in sorted(p.rglob("results.json")) if _is_trustlab_results(f))
         else:
             raise UserError(f"{str(p)!r} is neither a run folder nor a results.json", "pass run folders")
     if not found:
         raise UserError(f"no results.json under {', '.join(map(str, paths))}", "run `trustlab run SYSTEM` first")
     return found
+
+
+def _is_trustlab_results(path: Path) -> bool:
+    try:
+        res = read_json(path)
+    except (OSError, ValueError, UserError):
+        return False
+    return isinstance(res, dict) and all(k in res for k in ("schema", "system", "rows", "summary"))
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -54,8 +62,9 @@ def summary_line(res: dict[str, Any], spec: Any = None) -> dict[str, str]:
     held = sum(bool(c.get("holds")) for c in claims)
     methods = list(dict.fromkeys(s["method"] for s in res["summary"]))
     settings = list(dict.fromkeys(s["setting"] for s in res["summary"]))
+    seconds = max(float(res.get("wall_time_s", 0)), float(res.get("extra", {}).get("compute_time_s", 0) or 0))
     ran = (f"{len(methods)} method(s) × {len(settings)} setting(s) × {len(res.get('seeds', []))} seed(s), "
-           f"{res.get('scale')} scale, {res.get('wall_time_s', 0):.0f} s")
+           f"{res.get('scale')} scale, {seconds:.0f} s")
     headline = headline_cell(res, spec.headline[:2]) if spec is not None and spec.headline else "see section"
     verdict = f"claims {held}/{len(claims)} hold" if claims else "no claims at this scale"
     return {"system": res["system"], "ran": ran, "headline": headline, "verdict": verdict}
