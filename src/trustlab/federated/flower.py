@@ -279,6 +279,10 @@ def make_server_app(setup_fn: Callable[[Context], ServerSetup]) -> ServerApp:
     return app
 
 
+_INLINE_ONLY = ("InlineGrid delivers Messages synchronously through send_and_receive (what trustlab's strategies "
+                "call); push/pull and create_message need a SuperLink: use the flower-sim engine")
+
+
 class InlineGrid(Grid):  # type: ignore[misc]
     """A ``Grid`` that delivers each Message to a ClientApp in this process (no Ray, no network).
 
@@ -322,16 +326,16 @@ class InlineGrid(Grid):  # type: ignore[misc]
         return None
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:  # noqa: D102
-        raise NotImplementedError
+        raise TypeError(_INLINE_ONLY)
 
     def get_nodes(self) -> Iterable[Any]:  # noqa: D102
         return []
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
-        raise NotImplementedError
+        raise TypeError(_INLINE_ONLY)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
-        raise NotImplementedError
+        raise TypeError(_INLINE_ONLY)
 
 
 def run_flower_simulation(server_app: ServerApp, client_app: ClientApp, num_supernodes: int,
