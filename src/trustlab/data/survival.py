@@ -329,13 +329,20 @@ def make_synthetic_multimodal(
 # scikit-survival embedded sets
 
 
+def _is_text(dtype: Any) -> bool:
+    """Object or string dtype: pandas < 3 reads text columns as ``object``, pandas >= 3 as ``str``."""
+    import pandas as pd
+
+    return dtype == object or pd.api.types.is_string_dtype(dtype)
+
+
 def _one_hot(frame: Any, cols: list[str]) -> tuple[np.ndarray, list[str]]:
     import pandas as pd
 
     parts, names = [], []
     for c in cols:
         s = frame[c]
-        if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype == object:
+        if isinstance(s.dtype, pd.CategoricalDtype) or _is_text(s.dtype):
             cats = list(s.astype("category").cat.categories)
             if len(cats) == 2:
                 parts.append((s.astype(str) == str(cats[1])).to_numpy(float)[:, None])
@@ -655,7 +662,7 @@ def load_survival_csv(
     ids = clin[id_col].astype(str).to_numpy()
     time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
     ev_raw = clin[event_col]
-    if ev_raw.dtype == object:
+    if _is_text(ev_raw.dtype):
         ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
     event = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
     bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(event, (0, 1))
@@ -795,8 +802,8 @@ def frame_layout(frame: Any, gene_groups: int = 6) -> dict[str, Any]:
             continue
         mod, group, short = _split_name(name)
         entry = tab.setdefault(mod, {"columns": [], "levels": {}, "features": [], "col_group": []})
-        categorical = col.dtype == object or isinstance(col.dtype, pd.CategoricalDtype)
-        if col.dtype == object:  # object columns of numbers are numeric
+        categorical = _is_text(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype)
+        if _is_text(col.dtype):  # text columns of numbers are numeric
             conv = pd.to_numeric(col, errors="coerce")
             categorical = bool((conv.isna() & col.notna()).any())
         levels = sorted(col.dropna().astype(str).unique().tolist()) if categorical else None
@@ -969,7 +976,7 @@ def load_survival_frame(
     if time_col is not None and event_col is not None:
         time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
         ev_raw = clin[event_col]
-        if ev_raw.dtype == object:
+        if _is_text(ev_raw.dtype):
             ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
         ev = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
         bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(ev, (0, 1))
