@@ -333,7 +333,23 @@ def _is_text(dtype: Any) -> bool:
     """Object or string dtype: pandas < 3 reads text columns as ``object``, pandas >= 3 as ``str``."""
     import pandas as pd
 
-    return dtype == object or pd.api.types.is_string_dtype(dtype)
+    return pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype)
+
+
+def _time_event(clin: Any, time_col: str, event_col: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Times (float) and events (0./1.; text 'yes'/'no'/'true'/'false' accepted) of a clinical table, checked."""
+    import pandas as pd
+
+    time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
+    ev_raw = clin[event_col]
+    if _is_text(ev_raw.dtype):
+        ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
+    event = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
+    bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(event, (0, 1))
+    if bad.any():
+        raise UserError(f"{bad.sum()} clinical row(s) have invalid time/event, e.g. patient {ids[bad][0]!r}",
+                        "times must be positive numbers and events 0/1")
+    return time, event
 
 
 def _one_hot(frame: Any, cols: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -660,15 +676,7 @@ def load_survival_csv(
         dup = clin[id_col][clin[id_col].duplicated()].astype(str).tolist()[:3]
         raise UserError(f"duplicate patient ids in clinical CSV: {', '.join(dup)}", "keep one row per patient")
     ids = clin[id_col].astype(str).to_numpy()
-    time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
-    ev_raw = clin[event_col]
-    if _is_text(ev_raw.dtype):
-        ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
-    event = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
-    bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(event, (0, 1))
-    if bad.any():
-        raise UserError(f"{bad.sum()} clinical row(s) have invalid time/event, e.g. patient {ids[bad][0]!r}",
-                        "times must be positive numbers and events 0/1")
+    time, event = _time_event(clin, time_col, event_col, ids)
     mods: dict[str, Modality] = {}
     other = [c for c in clin.columns if c not in (id_col, time_col, event_col)]
     if clinical_groups is None and other:
@@ -974,15 +982,7 @@ def load_survival_frame(
     ids = clin[id_col].astype(str).to_numpy()
     time = event = None
     if time_col is not None and event_col is not None:
-        time = pd.to_numeric(clin[time_col], errors="coerce").to_numpy(float)
-        ev_raw = clin[event_col]
-        if _is_text(ev_raw.dtype):
-            ev_raw = ev_raw.astype(str).str.lower().map({"1": 1, "0": 0, "true": 1, "false": 0, "yes": 1, "no": 0})
-        ev = pd.to_numeric(ev_raw, errors="coerce").to_numpy(float)
-        bad = ~np.isfinite(time) | (time <= 0) | ~np.isin(ev, (0, 1))
-        if bad.any():
-            raise UserError(f"{bad.sum()} clinical row(s) have invalid time/event, e.g. patient {ids[bad][0]!r}",
-                            "times must be positive numbers and events 0/1")
+        time, ev = _time_event(clin, time_col, event_col, ids)
         event = ev.astype(bool)
     skip = set(need) | set(drop)
     cols = {f"clinical{FRAME_SEP}{c}": clin[c].to_numpy() for c in clin.columns if c not in skip}

@@ -41,32 +41,6 @@ def _read_pil(path: Path) -> Any:
         return im.convert("RGB")
 
 
-def _labelled_grid(path: Path, rows: list[tuple[str, list[torch.Tensor]]], cols: list[str]) -> None:
-    """A matplotlib image grid with row and column labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n_r, n_c = len(rows), max(len(r[1]) for r in rows)
-    fig, axes = plt.subplots(n_r, n_c, figsize=(1.6 * n_c + 1.2, 1.6 * n_r), squeeze=False)
-    for i, (label, imgs) in enumerate(rows):
-        for j in range(n_c):
-            ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(imgs):
-                ax.imshow(imgs[j].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            if j == 0:
-                ax.set_ylabel(label, fontsize=8)
-            if i == 0 and j < len(cols):
-                ax.set_title(cols[j], fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 @hijack_app.command()
 def hijack(
     pipeline: Annotated[Path, typer.Option("--pipeline", help="Local diffusers pipeline folder (pipe.save_pretrained); "
@@ -172,7 +146,10 @@ def hijack(
             for key, im in (("upload", fit(x)), ("adversarial upload", fit(adv)), ("generation (upload)", gen_clean),
                             ("generation (adversarial)", gen_adv), ("generation (target)", gen_target)):
                 rows[key].append(im)
-    _labelled_grid(out / "grid.png", list(rows.items()), [image_stem(p) for p in inputs[:6]])
+    from trustlab.diffusion.plots import image_grid_figure
+
+    image_grid_figure(out / "grid.png", list(rows.items()), [image_stem(p) for p in inputs[:6]],
+                      title="hijack: rows = image kind, columns = upload")
     n = len(entries)
     summary = {"success_rate": sum(e["hijacked"] for e in entries) / n,
                "upload_cos_target_clean": sum(e["upload_cos_target_clean"] for e in entries) / n,
