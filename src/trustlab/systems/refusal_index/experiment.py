@@ -107,7 +107,8 @@ def _smollm2_backend(gguf_file: str, device: Any, batch_size: int) -> Backend:
     gguf = src / gguf_file
     if not gguf.is_file():
         raise UserError(f"GGUF file {str(gguf)!r} does not exist", "check real.gguf_file")
-    folder = cache_path("refusal_index", {"gguf": gguf_file, "bytes": gguf.stat().st_size, "v": 2}, suffix="")
+    folder = cache_path("refusal_index", {"gguf": gguf_file, "bytes": gguf.stat().st_size, "v": 2}, suffix="",
+                        threads=False)
     if not (folder / "model.safetensors").is_file():
         log.info("de-quantising %s once into %s", gguf.name, folder)
         tok = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf_file, local_files_only=True)

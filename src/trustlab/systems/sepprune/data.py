@@ -42,7 +42,7 @@ def corpus_recipe(cfg: Config) -> dict[str, object]:
 def load_corpus(cfg: Config) -> SpeechCorpus:
     """Build (or read from the trustlab cache) the pseudo-speaker corpus of ``cfg``."""
     recipe = corpus_recipe(cfg)
-    path = cache_path("sepprune-corpus", recipe)
+    path = cache_path("sepprune-corpus", recipe, threads=False)
     if path.is_file():
         tensors, meta = load_tensors(path)
         names = [str(n) for n in json.loads(meta["names"])]
