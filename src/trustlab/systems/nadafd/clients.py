@@ -123,14 +123,22 @@ class SARClient:
 
 
 def make_clients(x: torch.Tensor, y: torch.Tensor, parts: Sequence[np.ndarray], malicious: Sequence[int],
-                 trigger: Trigger | None, dba: bool, model_fn: Callable[[], torch.nn.Module], seed: int,
-                 **kw: Any) -> list[SARClient]:
-    """One :class:`SARClient` per partition; ids in ``malicious`` poison with ``trigger`` (if any)."""
-    mal = list(malicious) if trigger is not None else []
+                 trigger: Trigger | Sequence[Trigger] | None, dba: bool, model_fn: Callable[[], torch.nn.Module],
+                 seed: int, **kw: Any) -> list[SARClient]:
+    """One :class:`SARClient` per partition; ids in ``malicious`` poison.
+
+    ``trigger``: one trigger shared by every attacker, or one per attacker (the ``k``-th entry for the
+    ``k``-th id of ``sorted(malicious)``, see ``data.attacker_triggers``); ``None``: nobody poisons.
+    With ``dba`` attacker ``k`` stamps local part ``k`` of its trigger.
+    """
+    mal = sorted(malicious) if trigger is not None else []
+    per = list(trigger) if isinstance(trigger, Sequence) else [trigger] * len(mal)
+    if len(per) != len(mal):
+        raise ValueError(f"{len(per)} triggers for {len(mal)} attackers")
     out = []
     for cid, idx in enumerate(parts):
         t = torch.as_tensor(idx, dtype=torch.long)
-        is_mal = cid in mal
-        out.append(SARClient(cid, x[t], y[t], model_fn, seed=seed, trigger=trigger if is_mal else None,
-                             dba_part=(mal.index(cid) if (dba and is_mal) else None), **kw))
+        k = mal.index(cid) if cid in mal else None
+        out.append(SARClient(cid, x[t], y[t], model_fn, seed=seed, trigger=per[k] if k is not None else None,
+                             dba_part=(k if (dba and k is not None) else None), **kw))
     return out

@@ -34,6 +34,14 @@ class Config(SystemConfig):
         num_clients: Clients (all train every round unless ``fraction_fit < 1``).
         fraction_fit: Fraction of clients sampled per round.
         malicious_fraction: Fraction of malicious clients.
+        malicious_fractions: Several attacker fractions in one run (the protocol): every attack runs at
+            each, as setting ``<attack>_m<fraction>`` (e.g. ``speckle_m0.2``); empty: one setting per attack
+            at ``malicious_fraction`` (``no_attack`` always uses ``malicious_fraction``'s split).
+        distinct_triggers: Each attacker its own trigger: ``speckle`` its own Gamma texture, ``badnets``
+            its own binary patch (same corner), drawn from a per-attacker seed; ASR is then the mean over
+            the attackers' triggers (``asr_max``: the max). ``dba`` splits one global trigger into local
+            parts, attacker ``k`` stamping part ``k mod 4`` whether or not this is set, and its ASR uses
+            the assembled global trigger (as in the DBA paper). ``false``: all attackers share one trigger.
         alpha: Dirichlet concentration of the label skew.
         rounds: Federated rounds.
         local_epochs: Local epochs per round.
@@ -89,6 +97,8 @@ class Config(SystemConfig):
     num_clients: int = 10
     fraction_fit: float = 1.0
     malicious_fraction: float = 0.3
+    malicious_fractions: list[float] = field(default_factory=list)
+    distinct_triggers: bool = False
     alpha: float = 0.5
     rounds: int = 12
     local_epochs: int = 2
@@ -148,8 +158,13 @@ class Config(SystemConfig):
             raise UserError(f"target_class={self.target_class} not in [0, {self.num_classes})", "fix target_class")
         if self.num_clients < 3:
             raise UserError(f"num_clients={self.num_clients} is too small", "use at least 3 clients")
-        if not 0 <= self.malicious_fraction < 0.5:
-            raise UserError(f"malicious_fraction={self.malicious_fraction}", "use a value in [0, 0.5)")
+        for f in (self.malicious_fraction, *self.malicious_fractions):
+            if not 0 <= f < 0.5:
+                raise UserError(f"malicious fraction {f} (malicious_fraction / malicious_fractions)",
+                                "use values in [0, 0.5)")
+        if len({f"{f:g}" for f in self.malicious_fractions}) != len(self.malicious_fractions):
+            raise UserError(f"malicious_fractions={self.malicious_fractions} repeats a value",
+                            "list each fraction once")
         if self.image_size % 4 or self.image_size < 12:
             raise UserError(f"image_size={self.image_size}", "use a multiple of 4, >= 12")
         if self.trigger_size + 1 > self.image_size // 2:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache, partial
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from trustlab.attacks.triggers import Trigger
+from trustlab.config import config_hash
 from trustlab.federated.simulation import History, get_parameters, set_parameters, simulate
 from trustlab.federated.strategy import NDArrays, Strategy
 from trustlab.metrics.backdoor import attack_success_rate, clean_accuracy, detection_precision_recall
@@ -27,14 +28,28 @@ from trustlab.runner import RunContext
 from trustlab.systems.nadafd.baselines import make_baseline
 from trustlab.systems.nadafd.clients import make_clients
 from trustlab.systems.nadafd.config import BASELINES, Config
-from trustlab.systems.nadafd.data import FedData, build_data, make_trigger_for
+from trustlab.systems.nadafd.data import FedData, attacker_triggers, build_data, eval_triggers
 from trustlab.systems.nadafd.method import NADAFDStrategy
 from trustlab.utils.logging import get_logger
 from trustlab.utils.seed import derive_seed
 
 log = get_logger(__name__)
 
-__all__ = ["ENGINES", "Trained", "make_strategy", "run", "run_one", "summarise", "train_federation"]
+__all__ = ["ENGINES", "Trained", "attack_of", "make_strategy", "run", "run_one", "settings", "summarise",
+           "train_federation"]
+
+
+def attack_of(setting: str) -> str | None:
+    """The attack of a setting name: ``speckle``, ``badnets_m0.2`` -> ``badnets``, ``no_attack`` -> ``None``."""
+    return None if setting == "no_attack" else setting.split("_m")[0]
+
+
+def settings(cfg: Config) -> list[tuple[str, float]]:
+    """``(setting, malicious_fraction)`` of every attack setting: one per attack (``cfg.malicious_fraction``),
+    or, when ``cfg.malicious_fractions`` is set, one per attack × fraction named ``<attack>_m<fraction>``."""
+    if not cfg.malicious_fractions:
+        return [(a, cfg.malicious_fraction) for a in cfg.attacks]
+    return [(f"{a}_m{f:g}", float(f)) for a in cfg.attacks for f in cfg.malicious_fractions]
 
 
 def _model_fn(cfg: Config, num_classes: int) -> torch.nn.Module:
@@ -94,14 +109,13 @@ def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     t0 = time.perf_counter()
-    attack = None if setting == "no_attack" else setting
-    trigger = make_trigger_for(attack, cfg) if attack else None
+    attack = attack_of(setting)
     model_fn = partial(_model_fn, cfg, data.num_classes)
     torch.manual_seed(derive_seed(seed, "init"))
     init = get_parameters(model_fn())
     clients = _build_clients(cfg, data, setting, seed)
     strategy = make_strategy(method, cfg, data, seed)
-    evaluate = make_evaluator(cfg, data, trigger, model_fn)
+    evaluate = make_evaluator(cfg, data, eval_triggers(attack, cfg, len(data.malicious), seed), model_fn)
     desc = f"{setting}/{method}/seed={seed}"
     mapping: dict[Any, int] = {}
     if engine == "inprocess":
@@ -118,8 +132,8 @@ def train_federation(cfg: Config, data: FedData, setting: str, method: str, seed
 
 
 def _build_clients(cfg: Config, data: FedData, setting: str, seed: int) -> list[Any]:
-    attack = None if setting == "no_attack" else setting
-    trigger = make_trigger_for(attack, cfg) if attack else None
+    attack = attack_of(setting)
+    trigger = attacker_triggers(attack, cfg, len(data.malicious), seed) if attack else None
     model_fn = partial(_model_fn, cfg, data.num_classes)
     naat = {"eps": cfg.naat_eps, "steps": cfg.naat_steps, "beta": cfg.naat_beta, "fraction": cfg.naat_fraction,
             "looks": list(cfg.naat_looks), "offset": cfg.naat_offset}
@@ -142,24 +156,28 @@ def worker_client(cfg_json: str, setting: str, seed: int, pid: int, context: Any
     return _worker_clients(cfg_json, setting, seed)[pid]
 
 
-def make_evaluator(cfg: Config, data: FedData, trigger: Trigger | None,
+def make_evaluator(cfg: Config, data: FedData, trigger: Trigger | Sequence[Trigger] | None,
                    model_fn: Callable[[], torch.nn.Module]) -> Callable[[int, NDArrays], dict[str, float]]:
-    """Centralised evaluation ``f(round, params) -> {clean_acc, asr}`` on the test chips.
+    """Centralised evaluation ``f(round, params) -> {clean_acc, asr, asr_max}`` on the test chips.
 
-    ASR is measured on the non-target test chips stamped with the attack's trigger (the speckle
-    trigger when there is no attack: the defense's cost is then read off ``clean_acc``).
+    ASR is measured on the non-target test chips stamped with a trigger; with several triggers (one
+    per attacker, see ``data.eval_triggers``) ``asr`` is the mean over the triggers and ``asr_max``
+    the largest. ``None``: the shared speckle trigger (no attack: the defense's cost is then read
+    off ``clean_acc``).
     """
     test_x, test_y = data.test.x, data.test.y
     keep = test_y != cfg.target_class
-    trig_x = (trigger or make_trigger_for("speckle", cfg))(test_x[keep])
+    trigs = list(trigger) if isinstance(trigger, Sequence) else [trigger or eval_triggers(None, cfg, 0, 0)[0]]
+    trig_xs = [t(test_x[keep]) for t in trigs]
     evaluator = model_fn().eval()
 
     def evaluate(rnd: int, params: NDArrays) -> dict[str, float]:
         set_parameters(evaluator, params)
         with torch.no_grad():
             acc = clean_accuracy(evaluator(test_x).argmax(1).numpy(), test_y.numpy())
-            asr = attack_success_rate(evaluator(trig_x).argmax(1).numpy(), test_y[keep].numpy(), cfg.target_class)
-        return {"clean_acc": acc, "asr": asr}
+            asrs = [attack_success_rate(evaluator(tx).argmax(1).numpy(), test_y[keep].numpy(), cfg.target_class)
+                    for tx in trig_xs]
+        return {"clean_acc": acc, "asr": float(np.mean(asrs)), "asr_max": float(np.max(asrs))}
 
     return evaluate
 
@@ -167,9 +185,10 @@ def make_evaluator(cfg: Config, data: FedData, trigger: Trigger | None,
 def summarise(cfg: Config, data: FedData, setting: str, method: str, trained: Trained) -> dict[str, Any]:
     """Final clean accuracy and ASR, detection precision/recall, health and per-round curves."""
     hist, strategy = trained.history, trained.strategy
-    attack = None if setting == "no_attack" else setting
+    attack = attack_of(setting)
     final = hist.rounds[-1].centralized
-    metrics: dict[str, Any] = {"clean_acc": final["clean_acc"], "asr": final["asr"], "seconds": trained.seconds}
+    metrics: dict[str, Any] = {"clean_acc": final["clean_acc"], "asr": final["asr"],
+                               "asr_max": final.get("asr_max", final["asr"]), "seconds": trained.seconds}
     mal = set(data.malicious) if attack else set()
     flagged, truth = [], []
     for r in hist.rounds[1:]:
@@ -198,10 +217,10 @@ def run_one(cfg: Config, data: FedData, setting: str, method: str, seed: int,
 
 def _units(cfg: Config) -> list[tuple[str, str]]:
     # no_attack: FedAvg (the clean reference) and every NADAFD row that is run (the defense's cost)
-    units = [("no_attack", m) for m in ("fedavg", "nadafd", "nadafd_collusion")
+    units = [("no_attack", cfg.malicious_fraction, m) for m in ("fedavg", "nadafd", "nadafd_collusion")
              if m == "fedavg" or m in cfg.methods] if cfg.clean_reference else []
-    for attack in cfg.attacks:
-        units += [(attack, m) for m in cfg.methods]
+    for setting, frac in settings(cfg):
+        units += [(setting, frac, m) for m in cfg.methods]
     return units
 
 
@@ -209,15 +228,22 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     """Run every (setting, method, seed) unit and record figures, curves and claims."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     rec = ctx.record(cfg)
-    cache: dict[int, FedData] = {}
+    cache: dict[tuple[int, float], tuple[Config, FedData]] = {}
+    # a unit's result depends on neither the seed list nor the other methods run: resuming with more seeds
+    # or fewer methods (units copied from another run folder of the same config) reuses finished units
+    unit_hash = config_hash(cfg, exclude=("seeds", "device", "methods"))
     for seed in cfg.seeds:
-        for setting, method in _units(cfg):
-            def unit(seed: int = seed, setting: str = setting, method: str = method) -> dict[str, Any]:
-                if seed not in cache:
-                    cache[seed] = build_data(cfg, seed)
-                return run_one(cfg, cache[seed], setting, method, seed)
+        for setting, frac, method in _units(cfg):
+            def unit(seed: int = seed, setting: str = setting, frac: float = frac,
+                     method: str = method) -> dict[str, Any]:
+                if (seed, frac) not in cache:
+                    scfg = replace(cfg, malicious_fraction=frac)
+                    cache.clear()  # one data set at a time
+                    cache[(seed, frac)] = scfg, build_data(scfg, seed)
+                scfg, data = cache[(seed, frac)]
+                return run_one(scfg, data, setting, method, seed)
 
-            res = ctx.unit(f"{setting}/{method}/seed={seed}", unit, seed=seed)
+            res = ctx.unit(f"{setting}/{method}/seed={seed}", unit, seed=seed, config_hash=unit_hash)
             rec.add_row(setting, method, seed, **res["metrics"])
             for step, point in enumerate(res["curve"]):
                 rec.add_series(setting, method, seed, step, **point)
@@ -226,7 +252,11 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
     _claims(rec, cfg)
     from trustlab.systems.nadafd.plots import KEY_FIGURE, plot_asr_clean
 
-    if plot_asr_clean(rec.series, ctx.out / "plots" / KEY_FIGURE) is not None:
+    if cfg.malicious_fractions:
+        from trustlab.systems.nadafd.protocol import write_protocol_summary
+
+        rec.plots += write_protocol_summary(rec.rows, rec.series, cfg, ctx.out)
+    elif plot_asr_clean(rec.series, ctx.out / "plots" / KEY_FIGURE) is not None:
         rec.plots.append(f"plots/{KEY_FIGURE}")
     rec.notes.append("Paper tables are not public (abstract only; possibly withdrawn): claims are the issue's "
                      "qualitative Done-when figures on the embedded SAR simulator, not the paper's numbers.")
@@ -234,7 +264,7 @@ def run(cfg: Config, ctx: RunContext) -> RunRecord:
 
 
 def _claims(rec: RunRecord, cfg: Config) -> None:
-    main = cfg.attacks[0]
+    main = settings(cfg)[0][0]
     methods = set(cfg.methods)
 
     def m(method: str, metric: str, setting: str = main) -> float:

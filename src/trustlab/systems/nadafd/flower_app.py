@@ -26,13 +26,13 @@ def _opts(rc: Any) -> dict[str, Any]:
 
 @lru_cache(maxsize=2)
 def _world(key: str) -> tuple[Any, Any, Any]:
-    from trustlab.systems.nadafd.data import build_data, make_trigger_for
+    from trustlab.systems.nadafd.data import attacker_triggers, build_data
     from trustlab.systems.nadafd.fed import fed_config
 
     o = json.loads(key)
     cfg = fed_config(o["num_clients"], o["fraction_fit"], o["rounds"], o["seed"], o["scale"])
     data = build_data(cfg, o["seed"])
-    trigger = None if o["attack"] == "none" else make_trigger_for(o["attack"], cfg)
+    trigger = None if o["attack"] == "none" else attacker_triggers(o["attack"], cfg, len(data.malicious), o["seed"])
     return cfg, data, trigger
 
 
@@ -63,6 +63,7 @@ def _setup(context: Any) -> ServerSetup:
     import torch
 
     from trustlab.federated.simulation import get_parameters
+    from trustlab.systems.nadafd.data import eval_triggers
     from trustlab.systems.nadafd.experiment import _model_fn, make_evaluator, make_strategy
     from trustlab.utils.seed import derive_seed
 
@@ -91,7 +92,9 @@ def _setup(context: Any) -> ServerSetup:
         atomic_write_json(out / "results.json", {"engine": "flwr run", "setting": setting, **o,
                                                  "curve": [r.centralized for r in hist.rounds]})
 
-    return ServerSetup(strategy, init, o["rounds"], make_evaluator(cfg, data, trigger, model_fn), on_done=done)
+    evaluate = make_evaluator(cfg, data, eval_triggers(None if o["attack"] == "none" else o["attack"], cfg,
+                                                       len(data.malicious), o["seed"]), model_fn)
+    return ServerSetup(strategy, init, o["rounds"], evaluate, on_done=done)
 
 
 server_app = make_server_app(_setup)
