@@ -158,6 +158,16 @@ def test_reproduce_check_compares_with_the_committed_results(toy, tmp_path, monk
     assert len(cmp["beyond_tol"]) == 1 and cmp["max_abs_diff"] == pytest.approx(1e-3)
 
 
+def test_reproduce_check_ignores_clock_figures():
+    from trustlab.reporting.compare import compare_results, is_timing
+
+    row = {"setting": "s", "method": "m", "seed": 0, "acc": 0.5, "cost_ratio": 0.1, "epoch_time_s": 3.0}
+    new = {"rows": [dict(row, cost_ratio=0.2, epoch_time_s=4.0)]}
+    cmp = compare_results(new, {"rows": [row]})
+    assert cmp["beyond_tol"] == [] and cmp["compared"] == 1  # acc compared, the two clock figures not
+    assert is_timing("latency_s") and is_timing("uadat_epoch_time_ratio") and not is_timing("acc")
+
+
 def test_runs_pin_the_thread_count(monkeypatch):
     import torch
 
