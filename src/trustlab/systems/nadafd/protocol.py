@@ -235,7 +235,7 @@ def _plot_fraction(js: dict[str, Any], cfg: Config, path: Path) -> Path | None:
         axes[1, j].set(xlabel="attackers (% of clients)", ylabel="clean accuracy (fraction)", ylim=(0, 1.02))
         axes[0, j].legend(fontsize=7)
     fig.suptitle(f"NADAFD protocol: final round, mean ± 1 std over {len(js['seeds'])} seeds "
-                 f"(fraction_fit {cfg.fraction_fit:g}, distinct triggers)")
+                 f"(fraction_fit {cfg.fraction_fit:g}, {'distinct' if cfg.distinct_triggers else 'shared'} triggers)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -249,6 +249,8 @@ def _plot_rounds(series: list[dict[str, Any]], js: dict[str, Any], cfg: Config, 
     if not series or not cfg.malicious_fractions:
         return None
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     top = max(cfg.malicious_fractions)
     curves: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
@@ -280,6 +282,8 @@ def _plot_rounds(series: list[dict[str, Any]], js: dict[str, Any], cfg: Config, 
         axes[1, j].set(xlabel="federated round", ylabel="clean accuracy (fraction)", ylim=(0, 1.02))
         axes[0, j].legend(fontsize=7)
         axes[1, j].legend(fontsize=7, loc="lower right")
+        for ax in axes[:, j]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(f"NADAFD protocol: mean ± 1 std over {len(js['seeds'])} seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
