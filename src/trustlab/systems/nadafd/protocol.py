@@ -205,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _color(method: str) -> Any:
+    """One colour per method in every panel of the protocol figures."""
+    return {"fedavg": "tab:blue", "median": "tab:orange", "trimmed_mean": "tab:olive", "krum": "tab:pink",
+            "multikrum": "tab:gray", "bulyan": "tab:cyan", "flame": "tab:purple", "fltrust": "tab:brown",
+            "foolsgold": "gold", "nadafd": "tab:green", "nadafd_collusion": "tab:red"}.get(method, "black")
+
+
 def _plt() -> Any:
     import matplotlib
 
@@ -229,7 +236,8 @@ def _plot_fraction(js: dict[str, Any], cfg: Config, path: Path) -> Path | None:
             for i, k in enumerate(("asr", "clean_acc")):
                 vals = [js["conditions"][c]["methods"][m][k] for c, _ in conds if m in js["conditions"][c]["methods"]]
                 axes[i, j].errorbar(xs, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o",
-                                    capsize=3, label=m, lw=2.2 if m.startswith("nadafd") else 1.2)
+                                    capsize=3, label=m, lw=2.2 if m.startswith("nadafd") else 1.2, color=_color(m))
+                axes[i, j].set_xticks([100 * f for f in cfg.malicious_fractions])
         axes[0, j].set(title=f"{attack}", xlabel="attackers (% of clients)", ylabel="ASR (fraction)",
                        ylim=(-0.02, 1.02))
         axes[1, j].set(xlabel="attackers (% of clients)", ylabel="clean accuracy (fraction)", ylim=(0, 1.02))
@@ -270,7 +278,7 @@ def _plot_rounds(series: list[dict[str, Any]], js: dict[str, Any], cfg: Config, 
                 mu = np.array([np.mean(per[s]) for s in steps])
                 sd = np.array([np.std(per[s]) for s in steps])
                 label = f"{m} (best baseline)" if m == bb else m
-                (line,) = axes[i, j].plot(steps, mu, marker="o", ms=3, label=label)
+                (line,) = axes[i, j].plot(steps, mu, marker="o", ms=3, label=label, color=_color(m))
                 axes[i, j].fill_between(steps, mu - sd, mu + sd, alpha=0.15, color=line.get_color())
         if ("no_attack", "fedavg") in curves:
             per = curves[("no_attack", "fedavg")]["clean_acc"]
