@@ -97,3 +97,25 @@ def test_default_vae_recipe_trains_saves_and_reloads(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.equal(vae.encode(x).latent_dist.mean, again.encode(x).latent_dist.mean)
     assert again.config.scaling_factor == pytest.approx(info["scaling_factor"])
+
+
+def test_protect_vae_is_channels_last_and_gives_the_same_gradient() -> None:
+    """`protect` keeps the VAE channels-last for speed; the PGD step it drives is the same."""
+    from trustlab.diffusion.default_vae import load_default_vae
+    from trustlab.diffusion.tiling import encoder_loss_and_grad
+    from trustlab.systems.pca.cli import load_vae
+    from trustlab.systems.pca.method import posterior_collapse_loss
+
+    cl = load_vae("default", torch.device("cpu"))
+    conv = next(m for m in cl.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    plain = load_default_vae(torch.device("cpu"))
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return posterior_collapse_loss(mean, logvar, 1e-8).sum()
+
+    _, g0 = encoder_loss_and_grad(plain, x, loss)
+    _, g1 = encoder_loss_and_grad(cl, x.contiguous(memory_format=torch.channels_last), loss)
+    assert float((g0 - g1).abs().max() / g0.abs().max()) < 1e-3
+    assert float((g0.sign() == g1.sign()).float().mean()) > 0.999

@@ -2,8 +2,8 @@
 
 ``python -m trustlab.systems.pca.bench --out results/pca/bench.json [--steps 3]``
 
-* Default VAE: PCA sign-steps on a 512² photo; seconds per step (wall and process CPU) and the
-  40-step total they imply.
+* Default VAE: PCA sign-steps on a 512² photo as ``trustlab protect`` runs them (channels-last); seconds
+  per step (wall and process CPU), the 40-step total they imply, and the plain (NCHW) layout beside it.
 * SD-size VAE (random weights, SD 1.x encoder topology: widths 128-256-512-512, 2 ResNets per block,
   mid-block attention): one PCA step on a small tile, its peak activation memory (live tensor bytes, see
   :mod:`trustlab.diffusion.profiling`) and time; activation memory of a conv net grows with the tile's
@@ -94,11 +94,18 @@ def main(argv: list[str] | None = None) -> None:
         res["env"] = env_info()
     except Exception:  # noqa: BLE001 - informative only
         pass
+    from trustlab.systems.pca.cli import load_vae
+
     vae = load_default_vae()
     res["default_vae"] = {"heldout_psnr_db": default_vae_info()["heldout_psnr_db"]}
-    c = _step_cost(vae, _photo(512, 512), args.steps)
+    # what `trustlab protect` runs: the VAE and the photo in channels-last order (see pca.cli.load_vae)
+    vae_cl = load_vae("default", torch.device("cpu"))
+    c = _step_cost(vae_cl, _photo(512, 512).contiguous(memory_format=torch.channels_last), args.steps)
+    plain = _step_cost(vae, _photo(512, 512), args.steps)
     res["default_vae"].update({**c, "implied_40_step_wall_s": 40 * c["wall_s_per_step"],
-                               "implied_40_step_cpu_s": 40 * c["cpu_s_per_step"]})
+                               "implied_40_step_cpu_s": 40 * c["cpu_s_per_step"],
+                               "plain_layout_wall_s_per_step": plain["wall_s_per_step"],
+                               "plain_layout_cpu_s_per_step": plain["cpu_s_per_step"]})
     # tiling: a 768x1024 photo in 256-pixel cores (320² context tiles) vs one context tile
     big = _photo(768, 1024)
     with Measure("cpu") as m_tiled:
