@@ -10,8 +10,8 @@ SYSTEM = SystemSpec(
     config="trustlab.systems.icfnet.config:Config",
     run="trustlab.systems.icfnet.experiment:run",
     headline=[("icfnet", "c_index", "synthetic"), ("late_fusion", "c_index", "synthetic"), ("icfnet", "c_index", "breast_cancer"), ("coxph", "c_index", "breast_cancer")],
-    status="reproduced at CPU scale (synthetic + breast_cancer); the committed default results predate "
-           "the official-architecture default (rerun pending)",
+    status="reproduced at CPU scale (synthetic + breast_cancer); the official architecture's training "
+           "settings are not yet re-searched",
     demo=("survival fit --clinical embedded --genomics embedded --time time --event event --folds 3 --out {out}",),
     key_figure="cindex_per_cohort.png",
 )
