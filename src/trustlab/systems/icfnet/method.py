@@ -356,7 +356,7 @@ class Standardizer:
                 x = np.where(mod.mask[..., None], x, 0.0)
                 d = {"x": torch.as_tensor(x, dtype=torch.float32, device=device),
                      "mask": torch.as_tensor(mod.mask, device=device)}
-            d["present"] = torch.as_tensor(mod.present, device=device)
+            d["present"] = torch.as_tensor(np.array(mod.present), device=device)  # a copy: pandas may hand a read-only view
             out[m] = d
         return out
 
