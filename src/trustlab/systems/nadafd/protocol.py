@@ -25,25 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from trustlab.systems.nadafd.config import BASELINES, Config
 from trustlab.utils.io import atomic_write_json, atomic_write_text
+from trustlab.utils.stats import paired_interval
 
 __all__ = ["SUMMARY_MD", "best_baseline", "paired_interval", "verdict", "write_protocol_summary"]
 
 SUMMARY_MD = "summary.md"
 ROUND_FIGURE = "asr_clean_vs_round.png"
 FRACTION_FIGURE = "asr_vs_attacker_fraction.png"
-
-
-def paired_interval(a: list[float], b: list[float], level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a − b`` (paired by position) and its two-sided Student-t interval."""
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if d.size < 2:
-        return float(d.mean()), float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
 def verdict(lo: float, hi: float, lower_is_better: bool) -> str:
